@@ -1,0 +1,30 @@
+// Fused bias + activation kernels for minigrad: plain C++17 on pointers and sizes.
+//
+// Layout: z, y, gy, gz are C-contiguous (n, m) row-major matrices; b and gb have m entries.
+// Nothing here knows about Python; csrc/bindings.cpp wraps these for minigrad._C.
+#pragma once
+
+#include <cstdint>
+
+namespace minigrad {
+
+enum class Act : int { Identity = 0, Relu = 1, Sigmoid = 2, Tanh = 3, Gelu = 4 };
+
+// y[i, j] = act(z[i, j] + b[j]).  b may be null (no bias); y may equal z (in place).
+template <typename T>
+void bias_act_forward(const T* z, const T* b, T* y, int64_t n, int64_t m, Act act);
+
+// Backward of y = act(z + b) given the upstream gradient gy.
+//   For Identity, Relu, Sigmoid, Tanh, `saved` is the forward output y and `b` is ignored.
+//   For Gelu, `saved` is z (the input before the bias) and b (may be null) is added on the fly.
+// gz[i, j] = gy[i, j] * act'(.) (gz may equal gy; gz may be null for Identity, where gz == gy),
+// gb[j] = sum_i gz[i, j] (skipped when gb is null), accumulated in double.
+template <typename T>
+void bias_act_backward(const T* gy, const T* saved, const T* b, T* gz, T* gb,
+                       int64_t n, int64_t m, Act act);
+
+// Worker threads used for large inputs (>= 1; default: hardware concurrency, capped at 8).
+void set_num_threads(int n);
+int get_num_threads();
+
+}  // namespace minigrad

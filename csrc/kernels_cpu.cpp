@@ -1,0 +1,316 @@
+// Fused bias + activation on the CPU: one pass over memory for the forward (y = act(z + b)) and one
+// for the backward (gz = gy * act'(.), gb = sum over rows of gz).
+//
+// Portability: built with -O3 and no -march, so the inner loops are written for the baseline
+// vector unit (SSE2 on x86-64, NEON on arm64): branch-free bodies, one pointer per stream
+// (restrict-qualified), and float32 exp/tanh/erf as polynomials the compiler can vectorize
+// (libm calls would keep the loop scalar). float64 uses <cmath> for full precision.
+#include "kernels.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace minigrad {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// float32 math, vectorizable (bit casts and selects only; every branch is computed, then picked)
+
+inline float bits_to_float(int32_t i) {
+  float f;
+  std::memcpy(&f, &i, sizeof f);
+  return f;
+}
+
+// exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln(2)/2; Cephes' degree-6 polynomial for
+// exp(r) (about 1 ulp). x is clamped to [-87, 88] so that 2^n is a normal float: results below
+// 1.6e-38 come out as about 1.6e-38 instead of a subnormal or zero (an absolute error < 2e-38).
+inline float exp_f32(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
+  float n = (x * 1.44269504089f + magic) - magic;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * bits_to_float((static_cast<int32_t>(n) + 127) << 23);
+}
+
+// tanh: Cephes' odd polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above (no cancellation
+// there since tanh >= 0.55).
+inline float tanh_f32(float x) {
+  float ax = x < 0.0f ? -x : x;
+  float big = 1.0f - 2.0f / (exp_f32(2.0f * ax) + 1.0f);
+  big = x < 0.0f ? -big : big;
+  float s = x * x;
+  float small = -5.70498872745e-3f;
+  small = small * s + 2.06390887954e-2f;
+  small = small * s - 5.37397155531e-2f;
+  small = small * s + 1.33314422036e-1f;
+  small = small * s - 3.33332819422e-1f;
+  small = small * s * x + x;
+  return ax < 0.625f ? small : big;
+}
+
+// erf: N. Juffa's faithfully rounded erff (stackoverflow.com/a/35148199), minimax polynomials
+// on both sides of |x| = 0.9277, evaluated here with separate multiply and add.
+inline float erf_f32(float a) {
+  float t = a < 0.0f ? -a : a;
+  float s = a * a;
+  float r = -1.72853470e-5f * t + 3.83197126e-4f;
+  float u = -3.88396438e-3f * t + 2.42546219e-2f;
+  r = r * s + u;
+  r = r * t - 1.06777877e-1f;
+  r = r * t - 6.34846687e-1f;
+  r = r * t - 1.28717512e-1f;
+  r = r * t - t;
+  float big = 1.0f - exp_f32(r);
+  big = a < 0.0f ? -big : big;
+  float q = -5.96761703e-4f;
+  q = q * s + 4.99119423e-3f;
+  q = q * s - 2.67681349e-2f;
+  q = q * s + 1.12819925e-1f;
+  q = q * s - 3.76125336e-1f;
+  q = q * s + 1.28379166e-1f;
+  q = q * a + a;
+  return t > 0.927734375f ? big : q;
+}
+
+template <typename T> struct Math;
+template <> struct Math<float> {
+  static float exp(float x) { return exp_f32(x); }
+  static float tanh(float x) { return tanh_f32(x); }
+  static float erf(float x) { return erf_f32(x); }
+};
+template <> struct Math<double> {
+  static double exp(double x) { return std::exp(x); }
+  static double tanh(double x) { return std::tanh(x); }
+  static double erf(double x) { return std::erf(x); }
+};
+
+constexpr double kSqrtHalf = 0.70710678118654752440;      // 1 / sqrt(2)
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;    // 1 / sqrt(2 pi)
+
+// act(h)
+template <typename T, Act A> inline T act_forward(T h) {
+  if constexpr (A == Act::Identity) return h;
+  else if constexpr (A == Act::Relu) return h < T(0) ? T(0) : h;  // NaN propagates, as in PyTorch
+  else if constexpr (A == Act::Sigmoid) return T(1) / (T(1) + Math<T>::exp(-h));
+  else if constexpr (A == Act::Tanh) return Math<T>::tanh(h);
+  else return T(0.5) * h * (T(1) + Math<T>::erf(h * T(kSqrtHalf)));
+}
+
+// gy * act'(.) where s is the output y (relu, sigmoid, tanh) or the pre-activation h (gelu)
+template <typename T, Act A> inline T act_backward(T gy, T s) {
+  if constexpr (A == Act::Identity) return gy;
+  else if constexpr (A == Act::Relu) return s > T(0) ? gy : T(0);
+  else if constexpr (A == Act::Sigmoid) return gy * (s * (T(1) - s));
+  else if constexpr (A == Act::Tanh) return gy * (T(1) - s * s);
+  else {
+    T cdf = T(0.5) * (T(1) + Math<T>::erf(s * T(kSqrtHalf)));
+    T pdf = T(kInvSqrt2Pi) * Math<T>::exp(T(-0.5) * s * s);
+    return gy * (cdf + s * pdf);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// threads
+
+int default_threads() {
+  unsigned hc = std::thread::hardware_concurrency();
+  return static_cast<int>(std::clamp(hc == 0 ? 1u : hc, 1u, 8u));
+}
+std::atomic<int> g_num_threads{default_threads()};
+
+// Below this many elements per thread, starting a thread costs more than it saves.
+constexpr int64_t kGrain = 1 << 17;
+
+int threads_for(int64_t elements) {
+  int64_t by_size = std::max<int64_t>(1, elements / kGrain);
+  return static_cast<int>(std::min<int64_t>(g_num_threads.load(), by_size));
+}
+
+// Calls f(t, nt) for t in [0, nt): t = 0 on the calling thread, the rest on fresh threads.
+template <typename F> void run_parallel(int nt, const F& f) {
+  if (nt <= 1) {
+    f(0, 1);
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(nt - 1);
+  for (int t = 1; t < nt; ++t) pool.emplace_back([&f, t, nt] { f(t, nt); });
+  f(0, nt);
+  for (auto& th : pool) th.join();
+}
+
+// [lo, hi) of the t-th of nt nearly equal parts of [0, n); inner cuts aligned to `align`.
+inline void split(int64_t n, int t, int nt, int64_t align, int64_t& lo, int64_t& hi) {
+  auto cut = [&](int k) {
+    if (k >= nt) return n;
+    int64_t c = n * k / nt;
+    return std::min(n, c - c % align);
+  };
+  lo = cut(t);
+  hi = cut(t + 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward
+
+template <typename T, Act A, bool HasBias, bool InPlace>
+void forward_block(const T* z, const T* b, T* y, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                   int64_t m) {
+  const T* __restrict bb = b;
+  for (int64_t i = r0; i < r1; ++i) {
+    if constexpr (InPlace) {
+      T* __restrict p = y + i * m;
+      for (int64_t j = c0; j < c1; ++j) p[j] = act_forward<T, A>(HasBias ? p[j] + bb[j] : p[j]);
+    } else {
+      const T* __restrict zi = z + i * m;
+      T* __restrict yi = y + i * m;
+      for (int64_t j = c0; j < c1; ++j) yi[j] = act_forward<T, A>(HasBias ? zi[j] + bb[j] : zi[j]);
+    }
+  }
+}
+
+template <typename T, Act A, bool HasBias, bool InPlace>
+void forward_impl(const T* z, const T* b, T* y, int64_t n, int64_t m) {
+  int nt = threads_for(n * m);
+  run_parallel(nt, [&](int t, int nt) {
+    int64_t r0 = 0, r1 = n, c0 = 0, c1 = m;
+    if (n >= nt) split(n, t, nt, 1, r0, r1);  // whole rows per thread
+    else split(m, t, nt, 16, c0, c1);         // a few long rows: split the columns
+    forward_block<T, A, HasBias, InPlace>(z, b, y, r0, r1, c0, c1, m);
+  });
+}
+
+template <typename T, Act A>
+void forward_act(const T* z, const T* b, T* y, int64_t n, int64_t m) {
+  bool in_place = (y == z);
+  if (b && in_place) forward_impl<T, A, true, true>(z, b, y, n, m);
+  else if (b) forward_impl<T, A, true, false>(z, b, y, n, m);
+  else if (in_place) forward_impl<T, A, false, true>(z, b, y, n, m);
+  else forward_impl<T, A, false, false>(z, b, y, n, m);
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward
+
+// Rows [r0, r1) x columns [c0, c1); column sums go to acc[j - c0] (double).
+template <typename T, Act A, bool HasBias, bool WantGz, bool WantGb>
+void backward_block(const T* gy, const T* s, const T* b, T* gz, double* acc, int64_t r0,
+                    int64_t r1, int64_t c0, int64_t c1, int64_t m) {
+  const T* __restrict bb = b;
+  double* __restrict a = acc - c0;
+  for (int64_t i = r0; i < r1; ++i) {
+    const T* __restrict gyi = gy + i * m;
+    const T* __restrict si = s + i * m;
+    T* __restrict gzi = WantGz ? gz + i * m : nullptr;
+    for (int64_t j = c0; j < c1; ++j) {
+      T g = act_backward<T, A>(gyi[j], HasBias ? si[j] + bb[j] : si[j]);
+      if constexpr (WantGz) gzi[j] = g;
+      if constexpr (WantGb) a[j] += static_cast<double>(g);
+    }
+  }
+}
+
+template <typename T, Act A, bool HasBias, bool WantGz, bool WantGb>
+void backward_impl(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n, int64_t m) {
+  int nt = threads_for(n * m);
+  auto block = backward_block<T, A, HasBias, WantGz, WantGb>;
+  if (!WantGb || m >= 64 * nt) {
+    // Each thread owns whole columns (or whole rows when there is no sum): no reduction needed.
+    run_parallel(nt, [&](int t, int nt) {
+      int64_t r0 = 0, r1 = n, c0 = 0, c1 = m;
+      if (!WantGb && n >= nt) split(n, t, nt, 1, r0, r1);
+      else split(m, t, nt, 16, c0, c1);
+      std::vector<double> acc(WantGb ? c1 - c0 : 0, 0.0);
+      block(gy, s, b, gz, acc.data(), r0, r1, c0, c1, m);
+      if constexpr (WantGb)
+        for (int64_t j = c0; j < c1; ++j) gb[j] = static_cast<T>(acc[j - c0]);
+    });
+    return;
+  }
+  // Narrow matrices: split the rows, one partial sum per thread, added up in a fixed order.
+  std::vector<double> partial(static_cast<size_t>(nt) * m, 0.0);
+  run_parallel(nt, [&](int t, int nt) {
+    int64_t r0, r1;
+    split(n, t, nt, 1, r0, r1);
+    block(gy, s, b, gz, partial.data() + t * m, r0, r1, 0, m, m);
+  });
+  for (int64_t j = 0; j < m; ++j) {
+    double total = 0.0;
+    for (int t = 0; t < nt; ++t) total += partial[t * m + j];
+    gb[j] = static_cast<T>(total);
+  }
+}
+
+template <typename T, Act A, bool HasBias>
+void backward_flags(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n, int64_t m) {
+  if (gz && gb) backward_impl<T, A, HasBias, true, true>(gy, s, b, gz, gb, n, m);
+  else if (gz) backward_impl<T, A, HasBias, true, false>(gy, s, b, gz, gb, n, m);
+  else if (gb) backward_impl<T, A, HasBias, false, true>(gy, s, b, gz, gb, n, m);
+}
+
+template <typename T, Act A>
+void backward_act(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n, int64_t m) {
+  if (A == Act::Identity) s = gy;  // unused; keeps the loop reading valid memory
+  if (A == Act::Gelu && b) backward_flags<T, A, true>(gy, s, b, gz, gb, n, m);
+  else backward_flags<T, A, false>(gy, s, b, gz, gb, n, m);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// public entry points
+
+template <typename T>
+void bias_act_forward(const T* z, const T* b, T* y, int64_t n, int64_t m, Act act) {
+  if (n <= 0 || m <= 0) return;
+  switch (act) {
+    case Act::Identity: return forward_act<T, Act::Identity>(z, b, y, n, m);
+    case Act::Relu: return forward_act<T, Act::Relu>(z, b, y, n, m);
+    case Act::Sigmoid: return forward_act<T, Act::Sigmoid>(z, b, y, n, m);
+    case Act::Tanh: return forward_act<T, Act::Tanh>(z, b, y, n, m);
+    case Act::Gelu: return forward_act<T, Act::Gelu>(z, b, y, n, m);
+  }
+}
+
+template <typename T>
+void bias_act_backward(const T* gy, const T* saved, const T* b, T* gz, T* gb, int64_t n,
+                       int64_t m, Act act) {
+  if (gb && (n <= 0 || m <= 0)) std::fill(gb, gb + std::max<int64_t>(m, 0), T(0));
+  if (n <= 0 || m <= 0) return;
+  if (act == Act::Identity) gz = (gz == gy) ? nullptr : gz;  // gz == gy: nothing to write
+  switch (act) {
+    case Act::Identity: return backward_act<T, Act::Identity>(gy, saved, b, gz, gb, n, m);
+    case Act::Relu: return backward_act<T, Act::Relu>(gy, saved, b, gz, gb, n, m);
+    case Act::Sigmoid: return backward_act<T, Act::Sigmoid>(gy, saved, b, gz, gb, n, m);
+    case Act::Tanh: return backward_act<T, Act::Tanh>(gy, saved, b, gz, gb, n, m);
+    case Act::Gelu: return backward_act<T, Act::Gelu>(gy, saved, b, gz, gb, n, m);
+  }
+}
+
+template void bias_act_forward<float>(const float*, const float*, float*, int64_t, int64_t, Act);
+template void bias_act_forward<double>(const double*, const double*, double*, int64_t, int64_t,
+                                       Act);
+template void bias_act_backward<float>(const float*, const float*, const float*, float*, float*,
+                                       int64_t, int64_t, Act);
+template void bias_act_backward<double>(const double*, const double*, const double*, double*,
+                                        double*, int64_t, int64_t, Act);
+
+void set_num_threads(int n) { g_num_threads.store(std::max(1, n)); }
+int get_num_threads() { return g_num_threads.load(); }
+
+}  // namespace minigrad

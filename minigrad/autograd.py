@@ -1,0 +1,203 @@
+"""The tape: Function (forward and backward side by side), grad mode, and backward().
+
+Every differentiable op is a Function subclass whose static `forward` and
+`backward` take and return raw arrays (NumPy or CuPy). `Function.apply` runs
+forward and, when grad mode is on and an input requires grad, links the output
+Tensor to the Function instance (the "ctx"), which remembers the inputs and
+whatever forward saved. `backward` walks those links in reverse topological
+order without recursion.
+"""
+import functools
+
+from .backend import get_array_module
+
+Tensor = None  # set by minigrad.tensor, which imports this module
+_wrap = None
+
+_grad_enabled = True
+_callbacks = None  # list while a backward pass runs, for queue_callback
+
+
+class _GradMode:
+    mode = True
+
+    def __enter__(self):
+        global _grad_enabled
+        self.prev, _grad_enabled = _grad_enabled, self.mode
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self.prev
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with type(self)():
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """Context manager (or decorator): ops run without recording the tape."""
+    mode = False
+
+
+class enable_grad(_GradMode):
+    """Context manager (or decorator): record the tape even inside no_grad."""
+    mode = True
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+class Function:
+    """Base of every differentiable op; the instance doubles as the ctx of one call."""
+    __slots__ = ("inputs", "saved_tensors", "needs_input_grad", "__dict__")
+
+    def save_for_backward(self, *arrays):
+        self.saved_tensors = arrays
+
+    @classmethod
+    def apply(cls, *inputs, **kwargs):
+        dev = inputs[0].device
+        for t in inputs:
+            if t.device is not dev:
+                raise RuntimeError(f"{cls.__name__}: expected all tensors on one device, "
+                                   f"found {dev} and {t.device}")
+        ctx = object.__new__(cls)
+        ctx.saved_tensors = ()
+        needs = [t.requires_grad for t in inputs] if _grad_enabled else ()
+        ctx.needs_input_grad = needs
+        out = _wrap(cls.forward(ctx, *[t.data for t in inputs], **kwargs), dev)
+        if True in needs:
+            ctx.inputs = inputs
+            out.requires_grad = True
+            out._ctx = ctx
+        return out
+
+    def __repr__(self):
+        return f"<{type(self).__name__}Backward>"
+
+
+def queue_callback(fn):
+    """Run fn() once when the backward pass now running finishes (before backward() returns)."""
+    if _callbacks is None:
+        raise RuntimeError("queue_callback can only be called while backward() is running")
+    _callbacks.append(fn)
+
+
+def _toposort(root):
+    """Function nodes reachable from root, each after every node that uses its output.
+
+    Also counts, for leaves with post-accumulate hooks, how many edges reach them."""
+    order, visited, hooked = [], set(), {}
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if node in visited:
+            continue
+        visited.add(node)
+        stack.append((node, True))
+        for t in node.inputs:
+            c = t._ctx
+            if c is not None:
+                if c not in visited:
+                    stack.append((c, False))
+            elif t._hooks:
+                hooked[t] = hooked.get(t, 0) + 1
+    order.reverse()
+    return order, hooked
+
+
+def _accumulate(t, g, handed):
+    """Add g into leaf t.grad. A first gradient is stored without a copy unless another
+    leaf already holds that memory (ops like add pass one array to both inputs)."""
+    if t.grad is None:
+        base = g if g.base is None else g.base
+        if id(base) in handed:
+            g = g.copy()
+        else:
+            handed.add(id(base))
+        if g.dtype != t.data.dtype:
+            g = g.astype(t.data.dtype)
+        t.grad = _wrap(g, t.device)
+    else:
+        t.grad.data += g
+
+
+def backward(tensor, grad=None, retain_graph=False):
+    """Accumulate d(tensor)/d(leaf) into every leaf's .grad. See Tensor.backward."""
+    global _callbacks
+    if not tensor.requires_grad:
+        raise RuntimeError("backward(): the tensor does not require grad and has no grad_fn; "
+                           "did you create it under no_grad or from tensors without requires_grad=True?")
+    data = tensor.data
+    if grad is None:
+        if data.size != 1:
+            raise RuntimeError(f"backward() without grad= needs a scalar output, found shape {tuple(data.shape)}; "
+                               "pass grad= (the gradient of a scalar with respect to this tensor, same shape)")
+        g = get_array_module(data).ones_like(data)
+    else:
+        g = grad.data if isinstance(grad, Tensor) else grad
+        if tuple(g.shape) != tuple(data.shape):
+            raise RuntimeError(f"backward(): grad has shape {tuple(g.shape)} but the tensor has shape "
+                               f"{tuple(data.shape)}")
+    handed = {id(g if g.base is None else g.base)} if grad is not None else set()
+    root = tensor._ctx
+    if root is None:
+        _accumulate(tensor, g, handed)
+        _run_hooks(tensor)
+        return
+    if root.saved_tensors is None:
+        raise RuntimeError(_FREED)
+    order, hooked = _toposort(root)
+    grads = {root: g}
+    outer, _callbacks = _callbacks, []
+    try:
+        for node in order:
+            if node.saved_tensors is None:
+                raise RuntimeError(_FREED)
+            g = grads.pop(node, None)
+            inputs = node.inputs
+            if g is not None:
+                in_grads = node.backward(node, g)
+                if type(in_grads) is not tuple:
+                    in_grads = (in_grads,)
+            else:  # no gradient flowed here (e.g. an unused branch)
+                in_grads = (None,) * len(inputs)
+            for t, gi in zip(inputs, in_grads):
+                c = t._ctx
+                if c is not None:
+                    if gi is not None:
+                        prev = grads.get(c)
+                        grads[c] = gi if prev is None else prev + gi
+                elif t.requires_grad:
+                    if gi is not None:
+                        _accumulate(t, gi, handed)
+                    if t in hooked:
+                        hooked[t] -= 1
+                        if hooked[t] == 0:
+                            _run_hooks(t)
+            if not retain_graph:
+                node.saved_tensors = None
+                node.inputs = ()
+        for fn in _callbacks:
+            fn()
+    finally:
+        _callbacks = outer
+
+
+def _run_hooks(t):
+    for hook in list(t._hooks or ()):
+        hook(t)
+
+
+_FREED = ("backward() through a graph whose saved arrays were already freed: a previous backward() "
+          "released them. Pass retain_graph=True to the first backward() to run backward twice.")
+
+
+from .gradcheck import gradcheck, numerical_grad  # noqa: E402  (needs Function defined first)

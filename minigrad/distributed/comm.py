@@ -1,0 +1,507 @@
+"""Communicators: the transport under ``mg.distributed``.
+
+One process per device, launched by ``mpiexec``/``srun``. A communicator knows its
+``rank``, ``world_size`` and ``local_rank`` (rank among the processes on the same
+node) and offers in-place collectives on raw arrays:
+
+    all_reduce(array, op)   -> array     op: "sum" | "mean" | "max" | "min"
+    broadcast(array, src)   -> array
+    all_gather_object(obj)  -> list      (small Python objects, for checks)
+    barrier()
+
+``all_reduce_async`` starts a reduction and returns a :class:`Work` whose
+``wait()`` finishes it; DistributedDataParallel uses it to overlap communication
+with the rest of the backward pass.
+
+* :class:`LocalCommunicator`: a world of one, needing neither mpi4py nor NCCL.
+* :class:`MPICommunicator`: mpi4py on NumPy arrays (CPU), and the control plane.
+* :class:`NCCLCommunicator`: ``cupy.cuda.nccl`` on CuPy arrays; bootstrapped over
+  MPI (rank 0 draws the unique id and broadcasts it).
+* :class:`ProcessGroup`: what ``init_process_group`` builds: MPI plus, on GPUs,
+  NCCL, picking the transport from the array type.
+
+Every blocking wait polls with a deadline of ``MINIGRAD_DIST_TIMEOUT`` seconds
+(default 300) and raises :class:`DistributedTimeoutError` instead of hanging.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+OPS = ("sum", "mean", "max", "min")
+
+# Environment variables that launchers set in every rank they start.
+_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE",
+              "MPI_WORLD_SIZE")
+_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
+_LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
+                    "SLURM_LOCALID")
+
+
+class DistributedError(RuntimeError):
+    """A collective failed or the ranks disagree."""
+
+
+class DistributedTimeoutError(DistributedError, TimeoutError):
+    """A collective did not complete within MINIGRAD_DIST_TIMEOUT seconds."""
+
+
+def default_timeout() -> float:
+    """Seconds a collective may wait for the other ranks (``MINIGRAD_DIST_TIMEOUT``, default 300)."""
+    value = os.environ.get("MINIGRAD_DIST_TIMEOUT", "300")
+    try:
+        timeout = float(value)
+    except ValueError:
+        raise ValueError(f"MINIGRAD_DIST_TIMEOUT must be a number of seconds, got {value!r}") from None
+    return timeout if timeout > 0 else float("inf")
+
+
+def launcher_world_size() -> int:
+    """The world size the launcher (mpiexec, srun) announced, 1 for a plain ``python``.
+
+    Reads environment variables only, so nothing is imported."""
+    for var in _SIZE_VARS:
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    # srun sets SLURM_STEP_NUM_TASKS for the step it launched; SLURM_NTASKS alone is also set
+    # in the batch script itself, where one process runs.
+    if os.environ.get("SLURM_STEP_NUM_TASKS", "").isdigit() and "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_STEP_NUM_TASKS"])
+    return 1
+
+
+def _env_int(names, default):
+    for var in names:
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return default
+
+
+def _check_op(op):
+    if op not in OPS:
+        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+
+
+def _mean_divide(array, world_size):
+    if array.dtype.kind not in "fc":
+        raise TypeError(f"all_reduce(op='mean') needs a floating-point array, got {array.dtype}")
+    array *= array.dtype.type(1.0 / world_size)
+
+
+class Work:
+    """Handle of an asynchronous collective: ``wait()`` blocks until it is done and returns the array."""
+
+    def __init__(self, array, wait=None):
+        self.array = array
+        self._wait = wait
+
+    def test(self) -> bool:
+        """Drive progress; True once complete (a finished Work returns True)."""
+        return self._wait is None
+
+    def wait(self):
+        if self._wait is not None:
+            wait, self._wait = self._wait, None
+            wait()
+        return self.array
+
+
+class Communicator:
+    """Base class: rank, world_size, local_rank and in-place collectives on raw arrays."""
+
+    rank = 0
+    world_size = 1
+    local_rank = 0
+    local_size = 1
+    name = "local"
+
+    def __init__(self, timeout=None):
+        self.timeout = default_timeout() if timeout is None else timeout
+
+    def all_reduce(self, array, op="sum"):
+        """Reduce ``array`` over all ranks in place; every rank gets the result. Returns ``array``."""
+        return self.all_reduce_async(array, op).wait()
+
+    def all_reduce_async(self, array, op="sum") -> Work:
+        raise NotImplementedError
+
+    def broadcast(self, array, src=0):
+        """Overwrite ``array`` on every rank with rank ``src``'s values, in place. Returns ``array``."""
+        raise NotImplementedError
+
+    def all_gather_object(self, obj) -> list:
+        """Pickle-able ``obj`` from every rank, as a list indexed by rank."""
+        raise NotImplementedError
+
+    def barrier(self):
+        raise NotImplementedError
+
+    def abort(self, code=1):
+        """End every rank of the job now."""
+        os._exit(code)
+
+    def close(self):
+        pass
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(rank={self.rank}, world_size={self.world_size}, "
+                f"local_rank={self.local_rank})")
+
+
+class LocalCommunicator(Communicator):
+    """A world of one process: every collective is the identity."""
+
+    def all_reduce_async(self, array, op="sum"):
+        _check_op(op)
+        return Work(array)
+
+    def broadcast(self, array, src=0):
+        if src != 0:
+            raise ValueError(f"broadcast src={src} is out of range for a world of size 1")
+        return array
+
+    def all_gather_object(self, obj):
+        return [obj]
+
+    def barrier(self):
+        pass
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError(
+            "minigrad.distributed needs mpi4py for more than one process: "
+            "pip install 'minigrad[mpi]' (mpi4py + mpich), or use your cluster's MPI") from exc
+    return MPI
+
+
+class MPICommunicator(Communicator):
+    """Collectives over mpi4py on NumPy arrays. Also the control plane for NCCL."""
+
+    name = "mpi"
+
+    def __init__(self, comm=None, timeout=None):
+        super().__init__(timeout)
+        MPI = self.MPI = _mpi()
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.rank = self.comm.Get_rank()
+        self.world_size = self.comm.Get_size()
+        self.local_comm = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        self.local_rank = self.local_comm.Get_rank()
+        self.local_size = self.local_comm.Get_size()
+        self._ops = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+
+    def _wait(self, request, what):
+        """Poll ``request`` until done; raise DistributedTimeoutError after ``self.timeout`` s."""
+        if request.Test():
+            return
+        start = time.monotonic()
+        spin_until = start + 1e-3          # spin for 1 ms (low latency), then back off to 1 ms sleeps
+        delay = 1e-5
+        while not request.Test():
+            now = time.monotonic()
+            if now - start > self.timeout:
+                raise DistributedTimeoutError(
+                    f"rank {self.rank}/{self.world_size}: {what} did not complete within "
+                    f"{self.timeout:g} s (MINIGRAD_DIST_TIMEOUT). Another rank is stuck, has died, "
+                    f"or is running a different collective (e.g. a different number of batches)")
+            if now > spin_until:
+                time.sleep(delay)
+                delay = min(2 * delay, 1e-3)
+
+    def all_reduce_async(self, array, op="sum"):
+        _check_op(op)
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"MPI all_reduce needs a NumPy array, got {type(array).__name__}")
+        buf = array
+        if not buf.flags.c_contiguous or buf.dtype == np.bool_:
+            buf = np.ascontiguousarray(buf, dtype=np.uint8 if buf.dtype == np.bool_ else buf.dtype)
+        request = self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self._ops[op])
+
+        def finish():
+            self._wait(request, f"all_reduce({op}) of {array.dtype} {array.shape}")
+            if buf is not array:
+                array[...] = buf
+            if op == "mean":
+                _mean_divide(array, self.world_size)
+
+        work = Work(array, finish)
+        work.test = request.Test
+        return work
+
+    def broadcast(self, array, src=0):
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"MPI broadcast needs a NumPy array, got {type(array).__name__}")
+        contiguous = array.flags.c_contiguous
+        buf = array if contiguous else np.ascontiguousarray(array)
+        wire = buf.view(np.uint8) if buf.dtype == np.bool_ else buf
+        self._wait(self.comm.Ibcast(wire, root=src), f"broadcast from rank {src} of {array.shape}")
+        if not contiguous:
+            array[...] = buf
+        return array
+
+    def all_gather_object(self, obj):
+        # Meet in a nonblocking barrier first, so a missing rank times out instead of hanging.
+        self._wait(self.comm.Ibarrier(), "all_gather_object (barrier)")
+        return self.comm.allgather(obj)
+
+    def barrier(self):
+        self._wait(self.comm.Ibarrier(), "barrier")
+
+    def abort(self, code=1):
+        self.comm.Abort(code)
+
+    def close(self):
+        if self.local_comm is not None:
+            self.local_comm.Free()
+            self.local_comm = None
+
+
+_NCCL_DTYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64",
+                "int32": "NCCL_INT32", "int64": "NCCL_INT64", "uint8": "NCCL_UINT8",
+                "int8": "NCCL_INT8", "uint32": "NCCL_UINT32", "uint64": "NCCL_UINT64",
+                "bool": "NCCL_UINT8"}
+
+
+class NCCLCommunicator(Communicator):
+    """Collectives over ``cupy.cuda.nccl`` on CuPy arrays of this rank's GPU.
+
+    ``bootstrap`` (an MPICommunicator, or None for a world of one) carries the unique
+    id from rank 0. Call it after the rank's device has been selected. Collectives run
+    on a dedicated stream ordered after the caller's current stream, so they overlap
+    with later kernels; ``Work.wait()`` makes the current stream wait for them.
+    """
+
+    name = "nccl"
+
+    def __init__(self, bootstrap=None, timeout=None):
+        super().__init__(timeout)
+        from .. import backend
+        cp = backend.cupy()
+        if cp is None:
+            raise RuntimeError("the NCCL backend needs CuPy with a GPU: pip install 'minigrad[cuda12]'")
+        try:
+            from cupy.cuda import nccl
+        except ImportError as exc:
+            raise RuntimeError("CuPy was built without NCCL: pip install nvidia-nccl-cu12 "
+                               "(or the cu13 one matching your CuPy)") from exc
+        if not getattr(nccl, "available", True):
+            raise RuntimeError("CuPy cannot load libnccl: pip install nvidia-nccl-cu12 (or -cu13)")
+        self.cp, self.nccl = cp, nccl
+        self.bootstrap = bootstrap
+        if bootstrap is not None:
+            self.rank, self.world_size = bootstrap.rank, bootstrap.world_size
+            self.local_rank, self.local_size = bootstrap.local_rank, bootstrap.local_size
+        uid = nccl.get_unique_id() if self.rank == 0 else None
+        if bootstrap is not None:
+            uid = bootstrap.all_gather_object(uid)[0]
+        self.device = cp.cuda.Device()
+        self.comm = nccl.NcclCommunicator(self.world_size, uid, self.rank)
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        self._ops = {"sum": nccl.NCCL_SUM, "mean": nccl.NCCL_SUM,
+                     "max": nccl.NCCL_MAX, "min": nccl.NCCL_MIN}
+
+    def _dtype(self, array):
+        code = _NCCL_DTYPES.get(array.dtype.name)
+        if code is None:
+            raise TypeError(f"NCCL cannot reduce dtype {array.dtype}")
+        return getattr(self.nccl, code)
+
+    def _check(self, array, what):
+        if not isinstance(array, self.cp.ndarray):
+            raise TypeError(f"NCCL {what} needs a CuPy array, got {type(array).__name__}")
+        if array.device.id != self.device.id:
+            raise ValueError(f"NCCL {what}: the array is on cuda:{array.device.id}, but rank "
+                             f"{self.rank} communicates on cuda:{self.device.id}")
+
+    def _launch(self, array, what, call):
+        """Run ``call(buf, stream_ptr)`` on the NCCL stream after the current stream's work."""
+        buf = array if array.flags.c_contiguous else self.cp.ascontiguousarray(array)
+        ready = self.cp.cuda.get_current_stream().record()
+        self.stream.wait_event(ready)
+        call(buf, self.stream.ptr)
+        done = self.stream.record()
+
+        def finish():
+            self._wait_event(done, what)
+            current = self.cp.cuda.get_current_stream()
+            current.wait_event(done)
+            if buf is not array:
+                array[...] = buf
+            return array
+
+        work = Work(array, finish)
+        work.test = lambda: bool(done.done)
+        return work
+
+    def _wait_event(self, event, what):
+        """Poll the event so that a rank that never joins raises instead of hanging the GPU."""
+        start = time.monotonic()
+        delay = 1e-5
+        while not event.done:
+            self.comm.check_async_error()
+            if time.monotonic() - start > self.timeout:
+                self.comm.abort()       # frees the GPU from the stuck kernel
+                raise DistributedTimeoutError(
+                    f"rank {self.rank}/{self.world_size}: NCCL {what} did not complete within "
+                    f"{self.timeout:g} s (MINIGRAD_DIST_TIMEOUT); the NCCL communicator was aborted")
+            time.sleep(delay)
+            delay = min(2 * delay, 1e-3)
+
+    def all_reduce_async(self, array, op="sum"):
+        _check_op(op)
+        self._check(array, "all_reduce")
+        if op == "mean" and array.dtype.kind not in "fc":
+            raise TypeError(f"all_reduce(op='mean') needs a floating-point array, got {array.dtype}")
+        dtype, nccl_op = self._dtype(array), self._ops[op]
+        if array.dtype == np.bool_ and op == "sum":
+            raise TypeError("NCCL all_reduce(op='sum') of a bool array: cast it to an integer first")
+
+        def call(buf, stream):
+            self.comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, dtype, nccl_op, stream)
+            if op == "mean":
+                with self.stream:
+                    buf *= buf.dtype.type(1.0 / self.world_size)
+
+        return self._launch(array, f"all_reduce({op}) of {array.dtype} {array.shape}", call)
+
+    def broadcast(self, array, src=0):
+        self._check(array, "broadcast")
+        dtype = self._dtype(array)
+
+        def call(buf, stream):
+            self.comm.broadcast(buf.data.ptr, buf.data.ptr, buf.size, dtype, src, stream)
+
+        return self._launch(array, f"broadcast from rank {src} of {array.shape}", call).wait()
+
+    def all_gather_object(self, obj):
+        if self.bootstrap is None:
+            return [obj]
+        return self.bootstrap.all_gather_object(obj)
+
+    def barrier(self):
+        if self.bootstrap is not None:
+            self.bootstrap.barrier()
+        self.cp.cuda.get_current_stream().synchronize()
+
+    def abort(self, code=1):
+        try:
+            self.comm.abort()
+        finally:
+            if self.bootstrap is not None:
+                self.bootstrap.abort(code)
+            os._exit(code)
+
+    def close(self):
+        if self.comm is not None:
+            self.comm.destroy()
+            self.comm = None
+
+
+class ProcessGroup(Communicator):
+    """The default group: MPI for NumPy arrays, NCCL for CuPy arrays (when a GPU is in use).
+
+    Either part may be absent: a world of one has neither; ``backend="nccl"``
+    requires the NCCL part; a CPU-only job has no NCCL part.
+    """
+
+    def __init__(self, host: Communicator, nccl: NCCLCommunicator | None = None):
+        super().__init__(host.timeout)
+        self.host, self.nccl = host, nccl
+        self.rank, self.world_size = host.rank, host.world_size
+        self.local_rank, self.local_size = host.local_rank, host.local_size
+        self.name = "nccl" if nccl is not None else host.name
+        self.device = None if nccl is None else nccl.device.id
+
+    def _for(self, array):
+        if isinstance(array, np.ndarray):
+            return self.host
+        if self.nccl is not None:
+            return self.nccl
+        if self.world_size == 1:
+            return self.host
+        raise TypeError(f"cannot communicate a {type(array).__module__}.{type(array).__name__}: "
+                        "GPU arrays need the NCCL backend (init_process_group('nccl'))")
+
+    def all_reduce_async(self, array, op="sum"):
+        return self._for(array).all_reduce_async(array, op)
+
+    def broadcast(self, array, src=0):
+        return self._for(array).broadcast(array, src)
+
+    def all_gather_object(self, obj):
+        return self.host.all_gather_object(obj)
+
+    def barrier(self):
+        (self.nccl or self.host).barrier()
+
+    def abort(self, code=1):
+        (self.nccl or self.host).abort(code)
+
+    def close(self):
+        if self.nccl is not None:
+            self.nccl.close()
+        self.host.close()
+
+    def __repr__(self):
+        return (f"ProcessGroup(backend={self.name!r}, rank={self.rank}, world_size={self.world_size}, "
+                f"local_rank={self.local_rank}, device={self.device})")
+
+
+def _select_gpu(local_rank):
+    """Make GPU ``local_rank % device_count`` current; return its index, or None without a GPU."""
+    from .. import backend
+    cp = backend.cupy()
+    if cp is None:
+        return None
+    count = cp.cuda.runtime.getDeviceCount()
+    if count == 0:
+        return None
+    index = local_rank % count
+    cp.cuda.Device(index).use()
+    return index
+
+
+def _gpu_available():
+    from .. import backend
+    cp = backend.cupy()
+    if cp is None:
+        return False
+    try:
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def create(backend="auto", timeout=None) -> ProcessGroup:
+    """Build the process group for this process (called by ``init_process_group``).
+
+    ``auto``: MPI when a launcher started several ranks (else a local world of one),
+    plus NCCL when CuPy sees a GPU. ``mpi``: MPI only (even for one rank).
+    ``nccl``: MPI bootstrap plus NCCL; requires a GPU.
+    """
+    if backend not in ("auto", "mpi", "nccl"):
+        raise ValueError(f"backend must be 'auto', 'mpi' or 'nccl', got {backend!r}")
+    size = launcher_world_size()
+    if backend == "auto" and size == 1:
+        # Under Slurm without srun the announced size can be stale; a plain run is a world of one.
+        host = LocalCommunicator(timeout)
+    elif size == 1 and backend == "nccl" and "mpi4py" not in sys.modules:
+        host = LocalCommunicator(timeout)
+    else:
+        host = MPICommunicator(timeout=timeout)
+        if host.world_size == 1 and backend == "auto":
+            host.close()
+            host = LocalCommunicator(timeout)
+    host.local_rank = host.local_rank if host.world_size > 1 else _env_int(_LOCAL_RANK_VARS, 0)
+    nccl = None
+    if backend == "nccl" or (backend == "auto" and host.world_size > 1 and _gpu_available()):
+        if _select_gpu(host.local_rank) is None:
+            raise RuntimeError("backend='nccl' needs CuPy and at least one visible GPU")
+        nccl = NCCLCommunicator(None if isinstance(host, LocalCommunicator) else host, timeout)
+    return ProcessGroup(host, nccl)
