@@ -110,24 +110,22 @@ class DistributedDataParallel:
 
     # -- construction -------------------------------------------------------------------
     def _make_buckets(self, params):
-        buckets, open_ = [], {}
+        """Group parameters in reverse order into buckets of one device and dtype each."""
+        buckets, open_ = [], {}                     # (device, dtype) -> (params, bytes)
         for p in reversed(params):
             key = (str(p.device), p.data.dtype)
-            current = open_.get(key)
-            nbytes = p.data.size * p.data.dtype.itemsize
-            if current is not None and (current[1] + nbytes > self.bucket_bytes):
-                buckets.append(current[0])
-                current = None
-            if current is None:
-                current = open_[key] = ([], 0, len(buckets) + len(open_))
-            current[0].append(p)
-            open_[key] = (current[0], current[1] + nbytes, current[2])
-        # Order buckets by where their first gradient arrives, so collectives start in
-        # the same order on every rank.
-        pending = [b[0] for b in buckets] + [b[0] for b in open_.values()]
+            group, nbytes = open_.get(key, ([], 0))
+            size = p.data.size * p.data.dtype.itemsize
+            if group and nbytes + size > self.bucket_bytes:
+                buckets.append(group)
+                group, nbytes = [], 0
+            group.append(p)
+            open_[key] = (group, nbytes + size)
+        buckets.extend(group for group, _ in open_.values())
+        # Start collectives in the order the buckets' first gradients arrive, the same on every rank.
         order = {id(p): i for i, p in enumerate(reversed(params))}
-        pending.sort(key=lambda ps: order[id(ps[0])])
-        return [_Bucket(ps) for ps in pending]
+        buckets.sort(key=lambda group: order[id(group[0])])
+        return [_Bucket(group) for group in buckets]
 
     def _check_replicas(self, named):
         mine = [(n, tuple(p.data.shape), str(p.data.dtype)) for n, p in named]
