@@ -1,0 +1,138 @@
+"""Tensor creation, dtypes, devices, conversions, errors and repr."""
+import numpy as np
+import pytest
+
+import minigrad as mg
+
+
+def test_dtype_inference_follows_torch():
+    assert mg.tensor(1.5).dtype == mg.float32
+    assert mg.tensor([1, 2]).dtype == mg.int64
+    assert mg.tensor([True, False]).dtype == mg.bool
+    assert mg.tensor(np.zeros(2)).dtype == mg.float64
+    assert mg.tensor(np.zeros(2, np.int32)).dtype == mg.int32
+    assert mg.tensor([1, 2], dtype=mg.float64).dtype == mg.float64
+
+
+def test_scalars_do_not_upcast():
+    x32, x64 = mg.ones(2), mg.ones(2, dtype=mg.float64)
+    for y in (x32 * 2.5, 2.5 * x32, x32 + 1, x32 / 3, 1 - x32, x32 ** 2):
+        assert y.dtype == mg.float32
+    assert (x64 * 2.5).dtype == mg.float64
+    assert (mg.tensor([1, 2]) * 2).dtype == mg.int64
+    assert (mg.tensor([1, 2]) * 0.5).dtype.kind == "f"
+
+
+def test_creation_shapes_as_ints_or_tuple():
+    mg.manual_seed(0)
+    a = mg.randn(3, 4)
+    mg.manual_seed(0)
+    b = mg.randn((3, 4))
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert mg.zeros(2, 3).shape == mg.ones((2, 3)).shape == (2, 3)
+    assert mg.full((2,), 7.0).tolist() == [7.0, 7.0]
+    assert mg.arange(5).dtype == mg.int64 and mg.arange(0, 1, 0.5).tolist() == [0.0, 0.5]
+    np.testing.assert_array_equal(mg.eye(3).numpy(), np.eye(3))
+    assert mg.rand(4).numpy().min() >= 0
+    assert mg.zeros_like(a).shape == (3, 4) and mg.ones_like(a, dtype=mg.float64).dtype == mg.float64
+    assert mg.zeros(2, requires_grad=True).requires_grad
+
+
+def test_conversions():
+    t = mg.tensor([[1.0, 2.0]])
+    assert t.tolist() == [[1.0, 2.0]]
+    assert t.sum().item() == 3.0
+    assert float(t[0, 1]) == 2.0
+    assert isinstance(t.numpy(), np.ndarray)
+    assert t.to(mg.float64).dtype == mg.float64
+    assert t.to("cpu") is t
+    assert t.ndim == 2 and len(t) == 1
+    with pytest.raises(ValueError, match="one element"):
+        t.item()
+
+
+def test_non_numeric_data_is_a_type_error():
+    with pytest.raises(TypeError):
+        mg.tensor(["a", "b"])
+    with pytest.raises(TypeError):
+        mg.tensor({"a": 1})
+
+
+def test_shape_errors_name_both_shapes():
+    with pytest.raises(ValueError, match=r"\(3, 4\) and \(5, 2\).*\(4\).*\(5\)"):
+        mg.ones(3, 4) @ mg.ones(5, 2)
+    with pytest.raises(ValueError, match=r"\(3, 4\) and \(3,\).*dimension -1"):
+        mg.ones(3, 4) + mg.ones(3)
+    with pytest.raises(ValueError, match="cannot reshape"):
+        mg.ones(3, 4).reshape(5, 2)
+    with pytest.raises(ValueError, match=r"tensor 1 has shape \(2, 4\)"):
+        mg.cat([mg.ones(3, 4), mg.ones(2, 4)], dim=1)
+
+
+def test_two_devices_are_named():
+    a, b = mg.ones(2), mg.ones(2)
+    b.device = mg.device("cuda:1")  # a stand-in: only the device tag matters for the check
+    with pytest.raises(RuntimeError, match="cpu and cuda:1"):
+        a + b
+
+
+def test_device_parsing():
+    assert str(mg.device("cuda")) == "cuda:0"
+    assert mg.device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="expected a device"):
+        mg.device("tpu")
+
+
+def test_comparisons_are_outside_the_tape():
+    x = mg.tensor([1.0, -1.0], requires_grad=True)
+    m = x > 0
+    assert m.dtype == mg.bool and not m.requires_grad
+    assert m.tolist() == [True, False]
+    assert (x == x).tolist() == [True, True]
+
+
+def test_in_place_ops_respect_the_tape():
+    w = mg.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        w += 1
+    with mg.no_grad():
+        w -= 0.5
+        w.mul_(2)
+    assert w.tolist() == [1.0, 1.0] and w.requires_grad
+
+
+def test_numpy_arrays_mix_with_tensors():
+    x = mg.ones(2, requires_grad=True)
+    y = np.array([2.0, 3.0], dtype=np.float32) * x
+    assert isinstance(y, mg.Tensor)
+    y.sum().backward()
+    assert x.grad.tolist() == [2.0, 3.0]
+
+
+def test_repr_is_torch_like():
+    assert repr(mg.tensor([1.0, 2.0])) == "tensor([1., 2.])"
+    assert "requires_grad=True" in repr(mg.ones(2, requires_grad=True))
+    assert "grad_fn=<MulBackward>" in repr(mg.ones(2, requires_grad=True) * 2)
+    assert "dtype=float64" in repr(mg.ones(2, dtype=mg.float64))
+
+
+def test_cuda_queries_work_without_a_gpu():
+    assert isinstance(mg.cuda.is_available(), bool)
+    assert mg.cuda.device_count() >= 0
+
+
+def test_import_does_not_touch_cupy():
+    import subprocess
+    import sys
+    code = "import sys, minigrad; assert 'cupy' not in sys.modules, 'cupy imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.cuda
+def test_round_trip_to_cuda():
+    x = mg.randn(3, 4, requires_grad=True)
+    y = x.cuda()
+    assert y.device == "cuda:0" and y.is_cuda
+    (y * 2).sum().backward()
+    assert x.grad.device == "cpu"
+    np.testing.assert_allclose(x.grad.numpy(), 2)
