@@ -5,6 +5,8 @@
 // vector unit (SSE2 on x86-64, NEON on arm64): branch-free bodies, one pointer per stream
 // (restrict-qualified), and float32 exp/tanh/erf as polynomials the compiler can vectorize
 // (libm calls would keep the loop scalar). float64 uses <cmath> for full precision.
+// GCC needs -fno-trapping-math (set by setup.py) to turn the selects into vector blends; it
+// changes no result, only lets the compiler ignore floating-point exception flags.
 #include "kernels.h"
 
 #include <algorithm>
@@ -218,7 +220,8 @@ void backward_block(const T* gy, const T* s, const T* b, T* gz, double* acc, int
     const T* __restrict si = s + i * m;
     T* __restrict gzi = WantGz ? gz + i * m : nullptr;
     for (int64_t j = c0; j < c1; ++j) {
-      T g = act_backward<T, A>(gyi[j], HasBias ? si[j] + bb[j] : si[j]);
+      T g0 = gyi[j], sj = si[j];  // loaded up front: a load inside a select blocks vectorization
+      T g = act_backward<T, A>(g0, HasBias ? sj + bb[j] : sj);
       if constexpr (WantGz) gzi[j] = g;
       if constexpr (WantGb) a[j] += static_cast<double>(g);
     }

@@ -1,0 +1,283 @@
+// minigrad._C: the pybind11 module around csrc/kernels_cpu.cpp, plus a small caching allocator
+// for kernel outputs.
+//
+// Why a cache: a fresh 16 MiB array comes from mmap, and first touching its pages costs about as
+// much as the kernel itself. Outputs allocated here are returned to a small free list when the
+// last NumPy array viewing them dies (the capsule owning the memory is the array's base), and the
+// next output of the same size reuses those already-mapped pages. Memory is handed out again only
+// after Python has dropped every reference to it.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+namespace py = pybind11;
+using minigrad::Act;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// output buffers
+
+class BufferCache {
+ public:
+  void* get(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(bytes);
+      if (it != free_.end()) {
+        void* p = it->second;
+        free_.erase(it);
+        cached_ -= bytes;
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  void put(void* p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (bytes < kMinBytes || cached_ + bytes > limit_) {
+      std::free(p);
+      return;
+    }
+    free_.emplace(bytes, p);
+    cached_ += bytes;
+  }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& kv : free_) std::free(kv.second);
+    free_.clear();
+    cached_ = 0;
+  }
+  void set_limit(size_t bytes) {
+    limit_ = bytes;
+    if (cached_ > limit_) clear();
+  }
+  py::dict stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    py::dict d;
+    d["cached_bytes"] = cached_;
+    d["cached_blocks"] = free_.size();
+    d["limit_bytes"] = limit_;
+    return d;
+  }
+
+ private:
+  static constexpr size_t kMinBytes = 1 << 16;  // small blocks are cheap from malloc anyway
+  std::mutex mu_;
+  std::multimap<size_t, void*> free_;
+  size_t cached_ = 0;
+  size_t limit_ = size_t(256) << 20;
+};
+
+// Never destroyed: arrays may outlive the module at interpreter exit.
+BufferCache& cache() {
+  static BufferCache* c = new BufferCache();
+  return *c;
+}
+
+struct Block {
+  void* ptr;
+  size_t bytes;
+};
+
+// A new C-contiguous array of the given shape whose memory comes from the cache.
+template <typename T> py::array_t<T> cached_empty(const std::vector<py::ssize_t>& shape) {
+  size_t count = 1;
+  for (auto s : shape) {
+    if (s < 0) throw py::value_error("negative dimension");
+    count *= static_cast<size_t>(s);
+  }
+  size_t bytes = std::max<size_t>(count * sizeof(T), 1);
+  auto* block = new Block{cache().get(bytes), bytes};
+  py::capsule owner(block, [](void* p) {
+    auto* blk = static_cast<Block*>(p);
+    cache().put(blk->ptr, blk->bytes);
+    delete blk;
+  });
+  return py::array_t<T>(shape, static_cast<T*>(block->ptr), owner);
+}
+
+// ---------------------------------------------------------------------------------------------
+// argument checks (kernels.py only calls in with arrays that pass them; these guard direct use)
+
+Act parse_activation(const py::object& a) {
+  if (a.is_none()) return Act::Identity;
+  std::string s = py::str(a);
+  if (s == "identity" || s == "linear" || s == "none") return Act::Identity;
+  if (s == "relu") return Act::Relu;
+  if (s == "sigmoid") return Act::Sigmoid;
+  if (s == "tanh") return Act::Tanh;
+  if (s == "gelu") return Act::Gelu;
+  throw py::value_error("unknown activation '" + s +
+                        "' (expected None, 'relu', 'sigmoid', 'tanh' or 'gelu')");
+}
+
+std::string describe(const py::array& a) {
+  return std::string(py::str(py::make_tuple(a.dtype(), py::tuple(py::cast(std::vector<py::ssize_t>(
+                         a.shape(), a.shape() + a.ndim()))))));
+}
+
+// Checks that `a` is a C-contiguous array of dtype T (never converts: no hidden copies).
+template <typename T>
+void check(const py::array& a, const char* name, bool writeable = false) {
+  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(name) + ": expected dtype " +
+                         std::string(py::str(py::dtype::of<T>())) + ", got " + describe(a));
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be C-contiguous, got " + describe(a));
+  if (writeable && !a.writeable()) throw py::value_error(std::string(name) + " is read-only");
+}
+
+// (n, m) of a 1-d or 2-d array: a 1-d array is one row.
+void rows_cols(const py::array& a, py::ssize_t& n, py::ssize_t& m) {
+  if (a.ndim() == 2) n = a.shape(0), m = a.shape(1);
+  else if (a.ndim() == 1) n = 1, m = a.shape(0);
+  else throw py::value_error("expected a 1-d or 2-d array, got " + describe(a));
+}
+
+void check_bias(const py::array& b, py::ssize_t m, const char* name) {
+  if (b.ndim() != 1 || b.shape(0) != m)
+    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(m) +
+                          ",), got " + describe(b));
+}
+
+std::vector<py::ssize_t> shape_of(const py::array& a) {
+  return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
+}
+
+// ---------------------------------------------------------------------------------------------
+// kernels
+
+template <typename T>
+py::array forward(const py::array& z, const py::object& b_obj, Act act, const py::object& out_obj) {
+  check<T>(z, "z");
+  py::ssize_t n, m;
+  rows_cols(z, n, m);
+  const T* b = nullptr;
+  py::array b_arr;
+  if (!b_obj.is_none()) {
+    b_arr = b_obj.cast<py::array>();
+    check<T>(b_arr, "b");
+    check_bias(b_arr, m, "b");
+    b = static_cast<const T*>(b_arr.data());
+  }
+  py::array out;
+  if (out_obj.is_none()) {
+    out = cached_empty<T>(shape_of(z));
+  } else {
+    out = out_obj.cast<py::array>();
+    check<T>(out, "out", true);
+    if (shape_of(out) != shape_of(z))
+      throw py::value_error("out has shape " + describe(out) + " but z has " + describe(z));
+  }
+  const T* zp = static_cast<const T*>(z.data());
+  T* yp = static_cast<T*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    minigrad::bias_act_forward<T>(zp, b, yp, n, m, act);
+  }
+  return out;
+}
+
+template <typename T>
+py::tuple backward(const py::array& gy, const py::array& saved, Act act, const py::object& b_obj,
+                   bool need_gz, bool need_gb) {
+  check<T>(gy, "grad_output");
+  check<T>(saved, "saved");
+  if (shape_of(gy) != shape_of(saved))
+    throw py::value_error("grad_output has shape " + describe(gy) + " but the saved array has " +
+                          describe(saved));
+  py::ssize_t n, m;
+  rows_cols(gy, n, m);
+  const T* b = nullptr;
+  py::array b_arr;
+  if (!b_obj.is_none() && act == Act::Gelu) {
+    b_arr = b_obj.cast<py::array>();
+    check<T>(b_arr, "b");
+    check_bias(b_arr, m, "b");
+    b = static_cast<const T*>(b_arr.data());
+  }
+  py::object gz_obj = py::none(), gb_obj = py::none();
+  T* gz = nullptr;
+  T* gb = nullptr;
+  if (need_gz && act == Act::Identity) {
+    gz_obj = gy;  // d(identity) is the identity: hand back grad_output itself
+  } else if (need_gz) {
+    auto a = cached_empty<T>(shape_of(gy));
+    gz = a.mutable_data();
+    gz_obj = a;
+  }
+  if (need_gb) {
+    auto a = py::array_t<T>(std::vector<py::ssize_t>{m});
+    gb = a.mutable_data();
+    gb_obj = a;
+  }
+  const T* gyp = static_cast<const T*>(gy.data());
+  const T* sp = static_cast<const T*>(saved.data());
+  {
+    py::gil_scoped_release release;
+    minigrad::bias_act_backward<T>(gyp, sp, b, gz, gb, n, m, act);
+  }
+  return py::make_tuple(gz_obj, gb_obj);
+}
+
+bool is_f64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "minigrad's C++ kernels: fused bias + activation (float32, float64, C-contiguous)";
+
+  m.def(
+      "bias_act_forward",
+      [](const py::array& z, const py::object& b, const py::object& activation,
+         const py::object& out) {
+        Act act = parse_activation(activation);
+        return is_f64(z) ? forward<double>(z, b, act, out) : forward<float>(z, b, act, out);
+      },
+      py::arg("z"), py::arg("b"), py::arg("activation") = py::none(), py::arg("out") = py::none(),
+      "y = act(z + b) for z (n, m) or (m,) and b (m,) or None; writes into `out` when given "
+      "(out may be z: in place), else into a new array from the buffer cache.");
+
+  m.def(
+      "bias_act_backward",
+      [](const py::array& gy, const py::array& saved, const py::object& activation,
+         const py::object& b, bool need_gz, bool need_gb) {
+        Act act = parse_activation(activation);
+        return is_f64(gy) ? backward<double>(gy, saved, act, b, need_gz, need_gb)
+                          : backward<float>(gy, saved, act, b, need_gz, need_gb);
+      },
+      py::arg("grad_output"), py::arg("saved"), py::arg("activation") = py::none(),
+      py::arg("b") = py::none(), py::arg("need_gz") = true, py::arg("need_gb") = true,
+      "(gz, gb) for y = act(z + b): saved is y (identity, relu, sigmoid, tanh) or z (gelu, with "
+      "b added on the fly); gz (n, m) is grad_output itself for identity, gb (m,) = gz.sum(0). "
+      "Either is None when not asked for.");
+
+  m.def(
+      "empty",
+      [](const std::vector<py::ssize_t>& shape, const py::object& dtype) -> py::array {
+        if (py::dtype::from_args(dtype).is(py::dtype::of<double>())) return cached_empty<double>(shape);
+        if (py::dtype::from_args(dtype).is(py::dtype::of<float>())) return cached_empty<float>(shape);
+        throw py::type_error("empty: only float32 and float64");
+      },
+      py::arg("shape"), py::arg("dtype"),
+      "An uninitialized C-contiguous array whose memory comes from (and returns to) the cache.");
+
+  m.def("set_num_threads", &minigrad::set_num_threads, py::arg("n"),
+        "Threads used for large inputs (rows or columns are split between them).");
+  m.def("get_num_threads", &minigrad::get_num_threads);
+  m.def("cache_info", [] { return cache().stats(); }, "Bytes and blocks held by the buffer cache.");
+  m.def("empty_cache", [] { cache().clear(); }, "Frees every cached output buffer.");
+  m.def("set_cache_limit", [](size_t bytes) { cache().set_limit(bytes); }, py::arg("bytes"),
+        "Most bytes the cache keeps (default 256 MiB); 0 disables it.");
+}
