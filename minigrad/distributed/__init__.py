@@ -163,7 +163,7 @@ def all_reduce(x, op: str = "sum"):
             values = values.astype(np.int64)
         if op == "mean" or values.dtype.kind == "f":
             values = values.astype(np.float64)
-        values = np.ascontiguousarray(values)
+        values = np.array(values, order="C")          # a private, contiguous copy (0-d stays 0-d)
         group.all_reduce(values, op)
         out = values.tolist()
         return type(x)(out) if isinstance(x, (list, tuple)) else out
