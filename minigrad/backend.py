@@ -136,3 +136,37 @@ def synchronize(dev=None):
     dev = device(dev) if dev is not None else None
     if _cupy is not None and (dev is None or dev.type == "cuda"):
         _cupy.cuda.Device(dev.index if dev is not None else 0).synchronize()
+
+
+# ----------------------------------------------------------------------------------------------
+# C++ extension (minigrad._C): fused bias + activation on CPU. Used by minigrad/kernels.py.
+# Imported lazily, once; MINIGRAD_DISABLE_EXT=1 (read at that first use) forces the NumPy path.
+
+_ext = None
+_ext_error = None
+
+
+def ext():
+    """The compiled minigrad._C module, or None when it is not built, fails to load, or is disabled."""
+    global _ext, _ext_error
+    if _ext is None and _ext_error is None:
+        import os
+        if os.environ.get("MINIGRAD_DISABLE_EXT", "0") not in ("", "0"):
+            _ext_error = "disabled by MINIGRAD_DISABLE_EXT=1"
+        else:
+            try:
+                from . import _C
+                _ext = _C
+            except ImportError as e:
+                _ext_error = f"minigrad._C is not built: {e}"
+    return _ext
+
+
+def backend_info():
+    """Which kernel path each device uses, e.g. {"cpu": "C++ (minigrad._C)", "cuda": "CuPy kernels"}."""
+    cpu = "C++ (minigrad._C)" if ext() is not None else f"NumPy fallback ({_ext_error})"
+    cuda = "CuPy kernels" if cupy() is not None else f"unavailable ({_cupy_error})"
+    info = {"cpu": cpu, "cuda": cuda}
+    if _ext is not None:
+        info["cpu_threads"] = _ext.get_num_threads()
+    return info
