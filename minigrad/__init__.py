@@ -9,6 +9,7 @@ from .ops import softmax, log_softmax, relu, sigmoid, tanh, exp, log, sqrt  # no
 
 from . import data  # noqa: F401,E402
 from .io import load, load_checkpoint, save, save_checkpoint  # noqa: F401,E402
+from .train import Trainer  # noqa: F401,E402
 
 bool = bool_  # noqa: A001  (torch.bool)
 __version__ = "0.1.0"

@@ -1,0 +1,369 @@
+"""Trainer: Keras' fit / evaluate / predict over minigrad models, with progress bars and history.
+
+    trainer = mg.Trainer(model, mg.optim.Adam(model.parameters()), mg.nn.CrossEntropyLoss())
+    history = trainer.fit(x, y, epochs=10, batch_size=32, validation_data=(x_val, y_val))
+    trainer.evaluate(x_test, y_test)      # {"loss": ..., "accuracy": ...}
+    probs = trainer.predict(x_test)       # a NumPy array of model outputs
+
+Under ``mpiexec -n N`` (world size > 1) ``fit`` trains data-parallel: it wraps the model in
+``DistributedDataParallel``, shards the data with ``DistributedSampler``, sums the metrics over
+ranks, and only rank 0 prints and saves checkpoints. A plain ``python`` run is a world of one
+and imports no MPI.
+
+Per step the Trainer keeps its loss and accuracy sums as arrays on the model's device and
+reads them back once per progress refresh and once per epoch, so a GPU is never synchronised
+after every batch.
+"""
+import math
+import sys
+import time
+
+import numpy as np
+
+from . import autograd, backend
+from .backend import get_array_module, to_device
+from .tensor import Tensor, _wrap
+
+_METRICS = {"accuracy": "accuracy", "acc": "accuracy"}
+_LOSS_NAMES = {
+    "cross_entropy": "CrossEntropyLoss", "categorical_crossentropy": "CrossEntropyLoss",
+    "sparse_categorical_crossentropy": "CrossEntropyLoss", "mse": "MSELoss", "mean_squared_error": "MSELoss",
+    "binary_crossentropy": "BCELoss", "bce": "BCELoss", "bce_with_logits": "BCEWithLogitsLoss",
+}
+_PROGRESS_INTERVAL = 0.5      # seconds between running-metric refreshes of the progress bar
+
+
+def resolve_device(spec):
+    """A Device from "auto" (the first GPU when CuPy can use one, else the CPU), "cpu", "cuda[:N]"."""
+    if spec is None or spec == "auto":
+        return backend.device("cuda:0" if backend.cuda_is_available() else "cpu")
+    return backend.device(spec)
+
+
+def _resolve_loss(loss):
+    if isinstance(loss, str):
+        from . import nn
+        name = _LOSS_NAMES.get(loss.lower())
+        if name is None:
+            raise ValueError(f"unknown loss {loss!r}; use a loss module such as mg.nn.CrossEntropyLoss() "
+                             f"or one of {sorted(_LOSS_NAMES)}")
+        return getattr(nn, name)()
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable (e.g. mg.nn.CrossEntropyLoss()), found {type(loss).__name__}")
+    return loss
+
+
+def _is_logits_loss(loss):
+    name = type(loss).__name__ if not hasattr(loss, "__name__") else loss.__name__
+    return "logits" in name.lower()
+
+
+def _world():
+    """(distributed module, world size); the module is only imported, MPI only starts under mpiexec."""
+    from . import distributed as dist
+    from .distributed.comm import launcher_world_size
+    if launcher_world_size() == 1 and not dist.is_initialized():
+        return dist, 1
+    return dist, dist.get_world_size()
+
+
+def _sums_to_metrics(loss_sum, correct, count, with_acc, prefix=""):
+    out = {prefix + "loss": float(loss_sum) / max(count, 1)}
+    if with_acc:
+        out[prefix + "accuracy"] = float(correct) / max(count, 1)
+    return out
+
+
+class Trainer:
+    """fit / evaluate / predict for ``model`` with ``optimizer`` and ``loss``.
+
+    loss: a loss module or function called as loss(outputs, targets) returning the batch *mean*
+        (mg.nn.CrossEntropyLoss(), ...), or a name such as "cross_entropy" or "mse".
+    metrics: ("accuracy",) or (). Accuracy is argmax agreement for (N, C) outputs (targets as
+        class indices or one-hot/probabilities) and thresholded agreement for one output per
+        sample (0.5 on probabilities, 0 on logits when the loss is BCEWithLogits).
+    device: "cpu", "cuda[:N]", "auto" or None (keep the model where it is); the model is moved
+        there, and data are moved there once per fit.
+    """
+
+    def __init__(self, model, optimizer, loss, metrics=("accuracy",), device=None):
+        self.model, self.optimizer = model, optimizer
+        self.loss = _resolve_loss(loss)
+        metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
+        unknown = [m for m in metrics if m not in _METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; supported: {sorted(set(_METRICS))}")
+        self.metrics = tuple(dict.fromkeys(_METRICS[m] for m in metrics))
+        self._logits = _is_logits_loss(self.loss)
+        if device is not None:
+            model.to(resolve_device(device))
+        self._ddp = None
+        self.history = {}
+        self.epoch = 0
+
+    # --- the model's device and dtype ----------------------------------------------------------
+    def _first_param(self):
+        for p in self.model.parameters():
+            if p.data.dtype.kind == "f":
+                return p
+        return None
+
+    @property
+    def device(self):
+        p = self._first_param()
+        return p.device if p is not None else backend.CPU
+
+    @property
+    def dtype(self):
+        p = self._first_param()
+        return p.data.dtype if p is not None else np.dtype(np.float32)
+
+    def _features(self, x, what="x"):
+        """x as an array of the model's dtype on the model's device (one copy at most)."""
+        a = x.data if isinstance(x, Tensor) else x
+        if not hasattr(a, "__array_interface__") and not hasattr(a, "__cuda_array_interface__"):
+            a = np.asarray(a)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{what} must be numeric, found dtype {a.dtype}")
+        if a.ndim == 0:
+            raise ValueError(f"{what} must have a first (sample) axis, found a scalar")
+        a = to_device(a, self.device)
+        return a if a.dtype == self.dtype else a.astype(self.dtype)
+
+    def _targets(self, y, n, what="y"):
+        a = y.data if isinstance(y, Tensor) else y
+        if not hasattr(a, "__array_interface__") and not hasattr(a, "__cuda_array_interface__"):
+            a = np.asarray(a)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{what} must be numeric, found dtype {a.dtype}")
+        if a.ndim == 0 or len(a) != n:
+            raise ValueError(f"{what} has {len(a) if a.ndim else 0} samples but the features have {n}; "
+                             "every sample needs one target")
+        a = to_device(a, self.device)
+        if a.dtype.kind == "f" and a.dtype != self.dtype or a.dtype.kind == "b":
+            a = a.astype(self.dtype)
+        return a
+
+    def _data(self, x, y, names=("x", "y")):
+        xa = self._features(x, names[0])
+        return xa, self._targets(y, len(xa), names[1])
+
+    # --- one batch -----------------------------------------------------------------------------
+    def _loss(self, out, y):
+        if out.data.ndim == 2 and out.data.shape[1] == 1 and y.data.ndim == 1:
+            y = _wrap(y.data.reshape(-1, 1), y.device)       # (N,) targets for an (N, 1) output, as Keras
+        return self.loss(out, y)
+
+    def _correct(self, out, y):
+        """Number of correct predictions in a batch, as a 0-d array on the device (no sync)."""
+        if out.ndim == 2 and out.shape[1] > 1:
+            pred = out.argmax(axis=1)
+            target = y.argmax(axis=1) if y.ndim == 2 else y
+            return (pred == target).sum()
+        pred = out.reshape(-1) > (0.0 if self._logits else 0.5)
+        return (pred == (y.reshape(-1) > 0.5)).sum()
+
+    # --- fit -----------------------------------------------------------------------------------
+    def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, shuffle=True,
+            scheduler=None, scheduler_step="auto", initial_epoch=0, checkpoint=None, validation_batch_size=None):
+        """Train for epochs ``initial_epoch .. epochs - 1`` (Keras' meaning); returns the history dict.
+
+        x: (N, ...) features (Tensor, NumPy/CuPy array); cast to the model's dtype. y: (N,) class
+        indices or (N, ...) targets. validation_data: (x_val, y_val), evaluated after each epoch.
+        verbose: 1 a progress bar per epoch, 2 one line per epoch, 0 silent.
+        shuffle: a new order each epoch, drawn from minigrad's generator (so mg.manual_seed makes
+        it reproducible and checkpoints resume it).
+        scheduler: an lr scheduler stepped after every batch (scheduler_step="batch") or epoch
+        ("epoch"); "auto" steps InverseTimeDecay (Keras' per-iteration decay) per batch, others
+        per epoch. checkpoint: a path; after every epoch the model, optimizer, scheduler, RNG
+        state, epoch and history are saved there (atomically, by rank 0).
+
+        history: {"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}.
+        """
+        from .data import DataLoader, TensorDataset
+        if scheduler_step == "auto":
+            scheduler_step = "batch" if type(scheduler).__name__ == "InverseTimeDecay" else "epoch"
+        if scheduler_step not in ("batch", "epoch"):
+            raise ValueError(f"scheduler_step must be 'auto', 'batch' or 'epoch', found {scheduler_step!r}")
+        dist, world = _world()
+        main = world == 1 or dist.get_rank() == 0
+        model = self._parallel(dist, world)
+        xa, ya = self._data(x, y)
+        if len(xa) == 0:
+            raise ValueError("fit: x holds no samples")
+        val = None
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val)")
+            val = self._data(*validation_data, names=("x_val", "y_val"))
+        sampler = None
+        if world > 1:
+            sampler = dist.DistributedSampler(len(xa), shuffle=shuffle, seed=0, drop_last=False)
+        loader = DataLoader(TensorDataset(xa, ya), batch_size, shuffle=shuffle and sampler is None, sampler=sampler)
+        with_acc = "accuracy" in self.metrics
+        keys = ["loss"] + (["accuracy"] if with_acc else [])
+        keys += ["val_" + k for k in keys] if val is not None else []
+        history = {k: [] for k in keys}
+        self.history = history
+        for epoch in range(initial_epoch, epochs):
+            if sampler is not None:
+                sampler.seed = self._shared_seed(dist)
+                sampler.set_epoch(epoch)
+                dist.check_equal(len(loader), "the number of batches per epoch")
+            start = time.perf_counter()
+            bar = None
+            if verbose == 1 and main:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=len(loader), desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
+                           leave=True, dynamic_ncols=True, file=sys.stderr)
+            try:
+                sums = self._train_epoch(model, loader, scheduler if scheduler_step == "batch" else None,
+                                         with_acc, bar)
+                if world > 1:
+                    sums = dist.all_reduce(list(sums))
+                logs = _sums_to_metrics(*sums, with_acc)
+                if val is not None:
+                    logs.update(self._evaluate_arrays(*val, validation_batch_size or max(batch_size, 256),
+                                                      dist, world, prefix="val_"))
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+            finally:
+                if bar is not None:
+                    bar.close()
+            if scheduler is not None and scheduler_step == "epoch":
+                scheduler.step()
+            for k in keys:
+                history[k].append(logs[k])
+            self.epoch = epoch + 1
+            if verbose == 2 and main:
+                line = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+                print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.2f}s - {line}", flush=True)
+            if checkpoint is not None and main:
+                from .io import save_checkpoint
+                save_checkpoint(checkpoint, model=self.model, optimizer=self.optimizer, scheduler=scheduler,
+                                epoch=epoch + 1, history=history)
+        return history
+
+    def _parallel(self, dist, world):
+        """The model to call: wrapped in DistributedDataParallel (once) when world > 1."""
+        if world == 1:
+            return self.model
+        if self._ddp is None:
+            dev = dist.get_device()
+            if dev != "cpu" and self.device.type == "cuda" and self.device != dev:
+                self.model.to(dev)
+            self._ddp = dist.DistributedDataParallel(self.model)
+        return self._ddp
+
+    @staticmethod
+    def _shared_seed(dist):
+        """A shuffling seed drawn from minigrad's generator on rank 0 and shared with all ranks."""
+        from . import random as _random
+        seed = np.array([_random.generator().integers(2 ** 62)], dtype=np.int64)
+        dist.broadcast(seed, 0)
+        return int(seed[0])
+
+    def _train_epoch(self, model, loader, batch_scheduler, with_acc, bar):
+        self.model.train()
+        xp = get_array_module(loader.dataset.arrays[0])
+        loss_sum = xp.zeros((), np.float64)
+        correct = xp.zeros((), np.int64)
+        count, done, last = 0, 0, time.perf_counter()
+        opt, loss_fn = self.optimizer, self._loss
+        for xb, yb in loader:
+            opt.zero_grad()
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            loss.backward()
+            opt.step()
+            if batch_scheduler is not None:
+                batch_scheduler.step()
+            n = len(xb.data)
+            loss_sum += loss.data * n
+            if with_acc:
+                correct += self._correct(out.data, yb.data)
+            count += n
+            if bar is not None:
+                done += 1
+                now = time.perf_counter()
+                if now - last >= _PROGRESS_INTERVAL or done == len(loader):
+                    bar.set_postfix(_sums_to_metrics(loss_sum, correct, count, with_acc), refresh=False)
+                    bar.update(done - bar.n)
+                    last = now
+        if count == 0:
+            raise ValueError("fit: the data loader produced no batches (fewer samples than one batch "
+                             "with drop_last?)")
+        if not math.isfinite(float(loss_sum)) and bar is not None:
+            bar.write("warning: the training loss is not finite (nan or inf); try a smaller learning rate")
+        return float(loss_sum), int(correct), count
+
+    # --- evaluate / predict --------------------------------------------------------------------
+    def _evaluate_arrays(self, xa, ya, batch_size, dist=None, world=1, prefix=""):
+        """Loss and metrics over (xa, ya); with world > 1 each rank takes every world-th sample and the
+        sums are combined, so the result is exact (no padding)."""
+        if world > 1:
+            rank = dist.get_rank()
+            xa, ya = xa[rank::world], ya[rank::world]
+        with_acc = "accuracy" in self.metrics
+        xp = get_array_module(xa)
+        loss_sum = xp.zeros((), np.float64)
+        correct = xp.zeros((), np.int64)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with autograd.no_grad():
+                for start in range(0, len(xa), batch_size):
+                    xb = _wrap(xa[start:start + batch_size], self.device)
+                    yb = _wrap(ya[start:start + batch_size], self.device)
+                    out = self.model(xb)
+                    loss_sum += self._loss(out, yb).data * len(xb.data)
+                    if with_acc:
+                        correct += self._correct(out.data, yb.data)
+        finally:
+            self.model.train(was_training)
+        sums = [float(loss_sum), int(correct), len(xa)]
+        if world > 1:
+            sums = dist.all_reduce(sums)
+        return _sums_to_metrics(*sums, with_acc, prefix)
+
+    def evaluate(self, x, y, batch_size=256, verbose=0):
+        """{"loss": mean loss, "accuracy": ...} over (x, y), in eval mode without gradients."""
+        xa, ya = self._data(x, y)
+        dist, world = _world()
+        logs = self._evaluate_arrays(xa, ya, batch_size, dist, world)
+        if verbose and (world == 1 or dist.get_rank() == 0):
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+        return logs
+
+    def predict(self, x, batch_size=256):
+        """The model's outputs for x, as a NumPy array (eval mode, no gradients)."""
+        xa = self._features(x)
+        was_training = self.model.training
+        self.model.eval()
+        outs = []
+        try:
+            with autograd.no_grad():
+                for start in range(0, len(xa), batch_size):
+                    outs.append(to_device(self.model(_wrap(xa[start:start + batch_size], self.device)).data,
+                                          backend.CPU))
+        finally:
+            self.model.train(was_training)
+        if not outs:
+            return np.zeros((0,), dtype=self.dtype)
+        return np.concatenate(outs)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self, path, scheduler=None, **extra):
+        """Save model, optimizer, (scheduler), RNG state, ``epoch`` and ``extra`` to ``path``."""
+        from .io import save_checkpoint
+        dist, world = _world()
+        if world == 1 or dist.get_rank() == 0:
+            save_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=scheduler,
+                            **{"epoch": self.epoch, **extra})
+
+    def load_checkpoint(self, path, scheduler=None):
+        """Restore what save_checkpoint (or fit(checkpoint=)) stored; sets ``self.epoch``; returns the extras."""
+        from .io import load_checkpoint
+        extra = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=scheduler)
+        self.epoch = int(extra.get("epoch", 0))
+        return extra
