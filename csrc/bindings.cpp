@@ -8,6 +8,7 @@
 // after Python has dropped every reference to it.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdlib>
 #include <map>

@@ -1,0 +1,108 @@
+"""Fused layers: bias + activation in one kernel (minigrad/kernels.py), and linear built on it."""
+from .. import kernels
+from ..autograd import Function
+from ..backend import get_array_module
+
+
+def _shape(a):
+    return tuple(a.shape)
+
+
+def _check_bias(op, z, b, what="input"):
+    if b is None:
+        return
+    if z.ndim == 0:
+        raise ValueError(f"{op}: {what} must have at least 1 dimension to add a bias, found shape ()")
+    if b.ndim != 1 or b.shape[0] != z.shape[-1]:
+        raise ValueError(f"{op}: bias has shape {_shape(b)} but {what} has {z.shape[-1]} features "
+                         f"(shape {_shape(z)}); expected bias of shape ({z.shape[-1]},)")
+    if b.dtype != z.dtype:
+        raise TypeError(f"{op}: bias is {b.dtype} but {what} is {z.dtype}; cast one of them")
+
+
+class BiasAct(Function):
+    @staticmethod
+    def forward(ctx, z, b=None, activation=None):
+        _check_bias("bias_act", z, b)
+        ctx.activation, ctx.has_bias = activation, b is not None
+        y = kernels.bias_act_forward(z, b, activation)
+        # gelu's derivative needs z + b; the others' come from the output
+        ctx.save_for_backward(z if activation == "gelu" else y, b)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        saved, b = ctx.saved_tensors
+        need_z = ctx.needs_input_grad[0]
+        need_b = ctx.has_bias and ctx.needs_input_grad[1]
+        gz, gb = kernels.bias_act_backward(grad_output, saved, ctx.activation, b=b,
+                                           need_gz=need_z, need_gb=need_b)
+        return (gz, gb) if ctx.has_bias else gz
+
+
+def bias_act(z, b=None, activation=None):
+    """act(z + b) in one fused pass. z: (..., M), b: (M,) or None;
+    activation: None, "relu", "sigmoid", "tanh" or "gelu" (exact erf form)."""
+    activation = kernels.check_activation(activation, "bias_act")
+    return BiasAct.apply(z, activation=activation) if b is None else \
+        BiasAct.apply(z, b, activation=activation)
+
+
+def gelu(x):
+    """GELU, x * Phi(x) with the exact normal CDF (PyTorch's default approximate='none')."""
+    return BiasAct.apply(x, activation="gelu")
+
+
+class Linear(Function):
+    @staticmethod
+    def forward(ctx, x, w, b=None, activation=None):
+        _check_linear(x, w, b)
+        out_features, in_features = w.shape
+        x2 = x.reshape(-1, in_features)
+        # z = x @ w.T into a buffer this op owns, so the bias + activation can run in place on it
+        z = kernels.empty((x2.shape[0], out_features), w.dtype, like=w)
+        get_array_module(w).matmul(x2, w.T, out=z)
+        ctx.activation, ctx.has_bias, ctx.x_shape = activation, b is not None, x.shape
+        if activation == "gelu":  # backward needs z + b, so keep z and write y elsewhere
+            y = kernels.bias_act_forward(z, b, activation)
+            ctx.save_for_backward(x2, w, z, b)
+        else:
+            y = kernels.bias_act_forward(z, b, activation, out=z)
+            ctx.save_for_backward(x2, w, y, b)
+        return y.reshape(*x.shape[:-1], out_features)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x2, w, saved, b = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[:2]
+        need_b = ctx.has_bias and ctx.needs_input_grad[2]
+        g = grad_output.reshape(-1, w.shape[0])
+        gz, gb = kernels.bias_act_backward(g, saved, ctx.activation, b=b, need_gb=need_b)
+        gx = (gz @ w).reshape(ctx.x_shape) if need_x else None
+        gw = gz.T @ x2 if need_w else None
+        return (gx, gw, gb) if ctx.has_bias else (gx, gw)
+
+
+def _check_linear(x, w, b):
+    if w.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), found shape {_shape(w)}")
+    if x.ndim == 0 or x.shape[-1] != w.shape[1]:
+        n = x.shape[-1] if x.ndim else "no"
+        raise ValueError(f"linear: input has {n} features (shape {_shape(x)}) but weight expects "
+                         f"{w.shape[1]} (shape {_shape(w)})")
+    if x.dtype != w.dtype:
+        raise TypeError(f"linear: input is {x.dtype} but weight is {w.dtype}; cast one of them")
+    if b is not None and (b.ndim != 1 or b.shape[0] != w.shape[0]):
+        raise ValueError(f"linear: bias has shape {_shape(b)} but weight has {w.shape[0]} outputs "
+                         f"(shape {_shape(w)}); expected bias of shape ({w.shape[0]},)")
+    if b is not None and b.dtype != w.dtype:
+        raise TypeError(f"linear: bias is {b.dtype} but weight is {w.dtype}; cast one of them")
+
+
+def linear(x, w, b=None, activation=None):
+    """act(x @ w.T + b): x (..., in), w (out, in) as PyTorch's, b (out,) or None.
+    The bias and activation run fused and in place on the matmul's output."""
+    activation = kernels.check_activation(activation, "linear")
+    return Linear.apply(x, w, activation=activation) if b is None else \
+        Linear.apply(x, w, b, activation=activation)
+
