@@ -165,7 +165,8 @@ class Trainer:
 
     # --- fit -----------------------------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, shuffle=True,
-            scheduler=None, scheduler_step="auto", initial_epoch=0, checkpoint=None, validation_batch_size=None):
+            scheduler=None, scheduler_step="auto", initial_epoch=0, checkpoint=None, checkpoint_extra=None,
+            validation_batch_size=None):
         """Train for epochs ``initial_epoch .. epochs - 1`` (Keras' meaning); returns the history dict.
 
         x: (N, ...) features (Tensor, NumPy/CuPy array); cast to the model's dtype. y: (N,) class
@@ -176,7 +177,9 @@ class Trainer:
         scheduler: an lr scheduler stepped after every batch (scheduler_step="batch") or epoch
         ("epoch"); "auto" steps InverseTimeDecay (Keras' per-iteration decay) per batch, others
         per epoch. checkpoint: a path; after every epoch the model, optimizer, scheduler, RNG
-        state, epoch and history are saved there (atomically, by rank 0).
+        state, epoch and history (plus ``checkpoint_extra``) are saved there (atomically, by rank 0);
+        resume with ``extra = mg.load_checkpoint(path, model=, optimizer=)`` and
+        ``fit(..., initial_epoch=extra["epoch"])``.
 
         history: {"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}.
         """
@@ -241,7 +244,7 @@ class Trainer:
             if checkpoint is not None and main:
                 from .io import save_checkpoint
                 save_checkpoint(checkpoint, model=self.model, optimizer=self.optimizer, scheduler=scheduler,
-                                epoch=epoch + 1, history=history)
+                                **{**(checkpoint_extra or {}), "epoch": epoch + 1, "history": history})
         return history
 
     def _parallel(self, dist, world):
@@ -367,3 +370,88 @@ class Trainer:
         extra = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=scheduler)
         self.epoch = int(extra.get("epoch", 0))
         return extra
+
+
+# --- the `minigrad train` recipe ---------------------------------------------------------------
+def mlp(sizes, activation="relu", dtype=None, device=None):
+    """Sequential MLP: Linear layers of widths ``sizes`` (input first), each but the last with a
+    fused ``activation``. mlp([64, 64, 32, 10]) -> 64-64-32-10."""
+    from . import nn
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"mlp needs at least an input and an output width, all positive; found {sizes}")
+    layers = [nn.Linear(a, b, activation=activation if i < len(sizes) - 2 else None, dtype=dtype, device=device)
+              for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    return nn.Sequential(*layers)
+
+
+def make_optimizer(name, params, lr=None):
+    """"sgd" (momentum 0.9, Nesterov; lr 0.01), "adam" (lr 1e-3) or "adamw" (lr 1e-3)."""
+    from . import optim
+    name = name.lower()
+    if name == "sgd":
+        return optim.SGD(params, lr=0.01 if lr is None else lr, momentum=0.9, nesterov=True)
+    if name == "adam":
+        return optim.Adam(params, lr=1e-3 if lr is None else lr)
+    if name == "adamw":
+        return optim.AdamW(params, lr=1e-3 if lr is None else lr)
+    raise ValueError(f"unknown optimizer {name!r}; choose sgd, adam or adamw")
+
+
+DATASETS = ("digits", "iris")
+
+
+def train_classifier(dataset="digits", hidden=(64, 32), epochs=30, batch_size=32, optimizer="adam", lr=None,
+                     device="auto", seed=0, save=None, resume=None, verbose=1, test_size=0.2, log=print):
+    """Train an MLP classifier on a bundled data set (standardized, stratified 80/20 split by ``seed``).
+
+    save: checkpoint path written after every epoch; resume: a checkpoint to continue from (its
+    epoch count is kept: training runs until ``epochs`` epochs in total). Under mpiexec the
+    Trainer trains data-parallel and only rank 0 logs and saves.
+    Returns {"history", "test_loss", "test_accuracy", "epochs_run", "device", "model"}."""
+    from . import data, nn
+    from .random import manual_seed
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+    dist, world = _world()
+    main = world == 1 or dist.get_rank() == 0
+    if not main:
+        log = lambda *a, **k: None          # noqa: E731  (only rank 0 talks)
+    dev = resolve_device(device)
+    if world > 1 and dev.type == "cuda":
+        dev = backend.device(dist.get_device())
+    x, y = data.load_digits() if dataset == "digits" else data.load_iris()
+    x_train, x_test, y_train, y_test = data.train_test_split(x, y, test_size=test_size, seed=seed)
+    x_train, x_test = data.standardize(x_train, x_test)
+    n_classes = int(y.max()) + 1
+    sizes = [x.shape[1], *[int(h) for h in hidden], n_classes]
+    manual_seed(seed)
+    model = mlp(sizes, device=dev)
+    opt = make_optimizer(optimizer, model.parameters(), lr)
+    trainer = Trainer(model, opt, nn.CrossEntropyLoss())
+    config = {"dataset": dataset, "sizes": sizes, "optimizer": optimizer, "lr": lr, "seed": seed,
+              "batch_size": batch_size}
+    initial_epoch = 0
+    if resume is not None:
+        from .io import load_checkpoint, load_metadata
+        import json
+        saved = json.loads(load_metadata(resume).get("extra", "{}")).get("config", {})
+        for key in ("dataset", "sizes", "optimizer"):
+            if key in saved and saved[key] != config[key]:
+                raise ValueError(f"--resume {resume}: the checkpoint was trained with {key}={saved[key]!r}, "
+                                 f"this run asks for {config[key]!r}")
+        extra = load_checkpoint(resume, model=model, optimizer=opt)
+        initial_epoch = int(extra.get("epoch", 0))
+        log(f"resumed from {resume} after epoch {initial_epoch}")
+    log(f"{dataset}: {len(x_train)} training / {len(x_test)} test samples; model "
+        f"{'-'.join(map(str, sizes))} (ReLU); {optimizer} lr {lr if lr is not None else 'default'}; "
+        f"batch {batch_size}; device {dev}" + (f"; {world} ranks" if world > 1 else ""))
+    history = trainer.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose,
+                          validation_data=(x_test, y_test), initial_epoch=initial_epoch, checkpoint=save,
+                          checkpoint_extra={"config": config})
+    result = trainer.evaluate(x_test, y_test)
+    log(f"test loss {result['loss']:.4f}  test accuracy {result['accuracy']:.4f}")
+    if save is not None and main:
+        log(f"saved checkpoint to {save}")
+    return {"history": history, "test_loss": result["loss"], "test_accuracy": result["accuracy"],
+            "epochs_run": max(epochs - initial_epoch, 0), "device": str(dev), "model": model}

@@ -1,0 +1,120 @@
+"""The `minigrad` command (also `python -m minigrad`): parses arguments and calls library code.
+
+Subcommands live in COMMANDS; adding one is one call::
+
+    register("bench", "benchmark minigrad against PyTorch", add_arguments=configure, run=main)
+
+where ``configure(parser)`` adds the subcommand's arguments to an argparse parser and
+``main(args)`` runs it and returns an exit status (None means 0).
+"""
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+
+@dataclass
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], Optional[int]]
+
+
+COMMANDS: dict = {}
+
+
+def register(name, help, add_arguments, run):
+    """Add the subcommand ``minigrad <name>``."""
+    COMMANDS[name] = Command(help, add_arguments, run)
+
+
+# --- minigrad train ------------------------------------------------------------------------------
+def _hidden(text):
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip()) if text.strip() else ()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths such as 64,32, found {text!r}")
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, found {text!r}")
+    return sizes
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
+    return value
+
+
+def _train_arguments(p):
+    p.add_argument("--dataset", choices=("digits", "iris"), default="digits",
+                   help="bundled data set (from scikit-learn) [digits]")
+    p.add_argument("--hidden", type=_hidden, default=(64, 32), metavar="W1,W2,...",
+                   help="hidden layer widths, ReLU between layers [64,32]")
+    p.add_argument("--epochs", type=_positive, default=30, help="total epochs (a resumed run continues to this) [30]")
+    p.add_argument("--batch-size", type=_positive, default=32, help="[32]")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam",
+                   help="sgd means momentum 0.9 with Nesterov [adam]")
+    p.add_argument("--lr", type=float, default=None, help="learning rate [sgd 0.01, adam/adamw 0.001]")
+    p.add_argument("--device", default="auto", help="auto (a GPU when usable), cpu, cuda or cuda:N [auto]")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split, the weights and shuffling [0]")
+    p.add_argument("--save", metavar="PATH", help="write a checkpoint (safetensors) after every epoch")
+    p.add_argument("--resume", metavar="PATH", help="continue training from a checkpoint")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                   help="0 quiet, 1 a progress bar per epoch, 2 one line per epoch [1]")
+
+
+def _train(args):
+    from .train import train_classifier
+    train_classifier(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size,
+                     optimizer=args.optimizer, lr=args.lr, device=args.device, seed=args.seed, save=args.save,
+                     resume=args.resume, verbose=args.verbose)
+
+
+# --- minigrad info -------------------------------------------------------------------------------
+def _info_arguments(p):
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _info(args):
+    from .info import format_info, system_info
+    info = system_info()
+    if args.json:
+        import json
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_info(info))
+
+
+register("train", "train an MLP classifier on a bundled data set (digits by default)", _train_arguments, _train)
+register("info", "show versions, BLAS, GPUs and which kernels minigrad uses", _info_arguments, _info)
+
+
+def build_parser():
+    from . import __version__
+    parser = argparse.ArgumentParser(prog="minigrad", description="minigrad: a small, fast autodiff framework")
+    parser.add_argument("--version", action="version", version=f"minigrad {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help))
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command].run(args) or 0
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+        from .distributed.comm import launcher_world_size
+        if launcher_world_size() > 1:
+            raise               # an uncaught error on one rank aborts every rank instead of leaving them waiting
+        print(f"minigrad {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
