@@ -1,0 +1,253 @@
+"""Fused, numerically stable losses: each is ONE Function from predictions and targets to the loss.
+
+reduction is "mean" (over every element, or every sample for cross-entropy), "sum" or "none".
+Entry points validate targets cheaply (a min/max over the target, no Python loops) and raise
+errors naming what was expected and what was found."""
+import numpy as np
+
+from ..autograd import Function
+from ..backend import get_array_module
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(xp, loss, reduction):
+    if reduction == "mean":
+        return xp.asarray(loss.mean())
+    if reduction == "sum":
+        return xp.asarray(loss.sum())
+    return loss
+
+
+def _upstream(grad_output, reduction, n):
+    """The gradient reaching each per-sample (or per-element) loss term."""
+    return grad_output / n if reduction == "mean" else grad_output
+
+
+class CrossEntropyIndices(Function):
+    """log_softmax + negative log likelihood over axis 1 of (N, C) logits, integer targets (N,)."""
+    @staticmethod
+    def forward(ctx, x, t, reduction):
+        xp = get_array_module(x)
+        z = x - x.max(axis=1, keepdims=True)
+        e = xp.exp(z)
+        s = e.sum(axis=1, keepdims=True)
+        rows = xp.arange(x.shape[0])
+        nll = xp.log(s.ravel()) - z[rows, t]
+        e /= s                                    # e is now softmax(x)
+        ctx.save_for_backward(e, t, rows)
+        ctx.reduction = reduction
+        return _reduce(xp, nll, reduction)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        p, t, rows = ctx.saved_tensors
+        g = _upstream(grad_output, ctx.reduction, p.shape[0])
+        if ctx.reduction == "none":
+            out = p * g[:, None]
+        else:
+            out = p * g
+        out[rows, t] -= g                         # d/dx = (softmax - onehot) * upstream
+        return out, None
+
+
+class CrossEntropyProbs(Function):
+    """Cross-entropy of (N, C) logits against (N, C) class probabilities."""
+    @staticmethod
+    def forward(ctx, x, t, reduction):
+        xp = get_array_module(x)
+        z = x - x.max(axis=1, keepdims=True)
+        e = xp.exp(z)
+        s = e.sum(axis=1, keepdims=True)
+        logp = z - xp.log(s)
+        loss = -(t * logp).sum(axis=1)
+        e /= s
+        ctx.save_for_backward(e, t, logp)
+        ctx.reduction = reduction
+        return _reduce(xp, loss, reduction)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        p, t, logp = ctx.saved_tensors
+        g = _upstream(grad_output, ctx.reduction, p.shape[0])
+        g = g[:, None] if ctx.reduction == "none" else g
+        need_x, need_t = ctx.needs_input_grad
+        # d/dx of -sum_j t_j log p_j is p * sum_j t_j - t (p - t when t sums to 1)
+        gx = (p * t.sum(axis=1, keepdims=True) - t) * g if need_x else None
+        return gx, -logp * g if need_t else None
+
+
+class BCEWithLogits(Function):
+    """Binary cross-entropy of sigmoid(x) against y, as max(x, 0) - x y + log(1 + exp(-|x|))."""
+    @staticmethod
+    def forward(ctx, x, y, reduction):
+        xp = get_array_module(x)
+        e = xp.exp(-abs(x))
+        loss = xp.maximum(x, 0) - x * y + xp.log1p(e)
+        ctx.save_for_backward(x, y, e)
+        ctx.reduction = reduction
+        return _reduce(xp, loss, reduction)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, y, e = ctx.saved_tensors
+        xp = get_array_module(x)
+        g = _upstream(grad_output, ctx.reduction, x.size)
+        need_x, need_y = ctx.needs_input_grad
+        gx = None
+        if need_x:
+            sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+            gx = (sig - y) * g
+        return gx, -x * g if need_y else None
+
+
+class BCE(Function):
+    """Binary cross-entropy of probabilities p against y; logs clamped at -100 as PyTorch."""
+    @staticmethod
+    def forward(ctx, p, y, reduction):
+        xp = get_array_module(p)
+        with np.errstate(divide="ignore"):
+            log_p = xp.maximum(xp.log(p), -100)
+            log_q = xp.maximum(xp.log1p(-p), -100)
+        loss = -(y * log_p + (1 - y) * log_q)
+        ctx.save_for_backward(p, y, log_p, log_q)
+        ctx.reduction = reduction
+        return _reduce(xp, loss, reduction)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        p, y, log_p, log_q = ctx.saved_tensors
+        xp = get_array_module(p)
+        g = _upstream(grad_output, ctx.reduction, p.size)
+        need_p, need_y = ctx.needs_input_grad
+        gp = (p - y) / xp.maximum(p * (1 - p), 1e-12) * g if need_p else None
+        return gp, (log_q - log_p) * g if need_y else None
+
+
+class MSE(Function):
+    @staticmethod
+    def forward(ctx, x, y, reduction):
+        d = x - y
+        ctx.save_for_backward(d)
+        ctx.reduction = reduction
+        return _reduce(get_array_module(x), d * d, reduction)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        d, = ctx.saved_tensors
+        g = (2 * _upstream(grad_output, ctx.reduction, d.size)) * d
+        need_x, need_y = ctx.needs_input_grad
+        return g if need_x else None, -g if need_y else None
+
+
+# --- entry points with validation ------------------------------------------------------------
+def _check_reduction(name, reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', found {reduction!r}")
+
+
+def _as_target(target, like):
+    from ..tensor import Tensor
+    if isinstance(target, Tensor):
+        return target
+    from ..tensor import tensor
+    return tensor(target, device=like.device)
+
+
+def _float_target(name, input, target):
+    """Float targets take the input's dtype; anything else (ints, bools) is converted too."""
+    if target.data.dtype != input.data.dtype:
+        from .movement import cast
+        if target.data.dtype.kind not in "fcbiu":
+            raise TypeError(f"{name}: target must be numeric, found dtype {target.data.dtype}")
+        target = cast(target, input.data.dtype)
+    return target
+
+
+def _check_same_shape(name, input, target, hint=""):
+    if input.data.shape != target.data.shape:
+        raise ValueError(f"{name}: target shape {tuple(target.data.shape)} does not match input shape "
+                         f"{tuple(input.data.shape)}{hint}")
+
+
+def _check_unit_interval(name, what, arr):
+    if arr.size == 0:
+        return
+    lo, hi = arr.min(), arr.max()
+    if not (lo >= 0 and hi <= 1):  # also catches NaN
+        raise ValueError(f"{name}: {what} values must lie in [0, 1], found values in "
+                         f"[{lo.item():g}, {hi.item():g}]"
+                         + (" (class labels? use cross_entropy for more than two classes)"
+                            if what == "target" and hi > 1 else ""))
+
+
+_ONE_HOT_HINT = ("; integer class labels need one-hot encoding to match the predictions "
+                 "(or use cross_entropy with class indices)")
+
+
+def cross_entropy(logits, target, reduction="mean"):
+    """Cross-entropy from unnormalized logits (N, C) or (C,).
+
+    target: integer class indices (N,) (or a 0-d index for (C,) logits), or float class
+    probabilities with the logits' shape. Returns a 0-d tensor, or (N,) with reduction="none"."""
+    _check_reduction("cross_entropy", reduction)
+    target = _as_target(target, logits)
+    x, t = logits.data, target.data
+    if x.ndim == 1:
+        from .movement import reshape
+        out = cross_entropy(reshape(logits, 1, -1), reshape(target, 1, *t.shape), reduction)
+        return reshape(out, ()) if reduction == "none" else out
+    if x.ndim != 2:
+        raise ValueError(f"cross_entropy: logits must have shape (N, C) or (C,), found {tuple(x.shape)}")
+    n, c = x.shape
+    kind = t.dtype.kind
+    if kind in "iu":
+        if t.shape != (n,):
+            raise ValueError(f"cross_entropy: integer class-index target must have shape ({n},) for logits of "
+                             f"shape {tuple(x.shape)}, found {tuple(t.shape)}; for one-hot targets or class "
+                             "probabilities pass a float tensor of the logits' shape")
+        if n:
+            hi = t.view(f"u{t.dtype.itemsize}").max()  # negative labels wrap to huge unsigned values
+            if hi >= c:
+                bad = int(t.min()) if t.min() < 0 else int(hi)
+                raise IndexError(f"cross_entropy: target contains class {bad} but logits have {c} classes "
+                                 f"(valid 0..{c - 1})")
+        return CrossEntropyIndices.apply(logits, target, reduction=reduction)
+    if kind == "f":
+        if t.shape != x.shape:
+            raise ValueError(f"cross_entropy: target of shape {tuple(t.shape)} and dtype {t.dtype}: class indices "
+                             f"must be an integer tensor of shape ({n},) (e.g. y.long()), class probabilities "
+                             f"a float tensor of the logits' shape {tuple(x.shape)}")
+        return CrossEntropyProbs.apply(logits, _float_target("cross_entropy", logits, target), reduction=reduction)
+    raise TypeError(f"cross_entropy: target must hold integer class indices or float probabilities, "
+                    f"found dtype {t.dtype}")
+
+
+def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
+    """Binary cross-entropy of sigmoid(logits) against targets in [0, 1] of the same shape."""
+    _check_reduction("binary_cross_entropy_with_logits", reduction)
+    target = _as_target(target, logits)
+    _check_same_shape("binary_cross_entropy_with_logits", logits, target, _ONE_HOT_HINT)
+    _check_unit_interval("binary_cross_entropy_with_logits", "target", target.data)
+    target = _float_target("binary_cross_entropy_with_logits", logits, target)
+    return BCEWithLogits.apply(logits, target, reduction=reduction)
+
+
+def binary_cross_entropy(input, target, reduction="mean"):
+    """Binary cross-entropy of probabilities input in [0, 1] against targets in [0, 1], same shape."""
+    _check_reduction("binary_cross_entropy", reduction)
+    target = _as_target(target, input)
+    _check_same_shape("binary_cross_entropy", input, target, _ONE_HOT_HINT)
+    _check_unit_interval("binary_cross_entropy", "input", input.data)
+    _check_unit_interval("binary_cross_entropy", "target", target.data)
+    target = _float_target("binary_cross_entropy", input, target)
+    return BCE.apply(input, target, reduction=reduction)
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Mean squared error between input and a target of the same shape."""
+    _check_reduction("mse_loss", reduction)
+    target = _as_target(target, input)
+    _check_same_shape("mse_loss", input, target, _ONE_HOT_HINT if target.data.ndim < input.data.ndim else "")
+    target = _float_target("mse_loss", input, target)
+    return MSE.apply(input, target, reduction=reduction)
