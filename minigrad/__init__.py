@@ -7,7 +7,7 @@ from .tensor import (Tensor, arange, bool_, cat, empty, eye, float16, float32, f
                      int64, matmul, ones, ones_like, rand, randn, stack, tensor, where, zeros, zeros_like)
 from .ops import softmax, log_softmax, relu, sigmoid, tanh, exp, log, sqrt  # noqa: F401
 
-from . import data  # noqa: F401,E402
+from . import data, nn, optim  # noqa: F401,E402
 from .io import load, load_checkpoint, save, save_checkpoint  # noqa: F401,E402
 from .train import Trainer  # noqa: F401,E402
 
