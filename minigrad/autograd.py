@@ -15,6 +15,7 @@ Tensor = None  # set by minigrad.tensor, which imports this module
 _wrap = None
 
 _grad_enabled = True
+_new = object.__new__
 _callbacks = None  # list while a backward pass runs, for queue_callback
 
 
@@ -60,16 +61,21 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **kwargs):
-        dev = inputs[0].device
-        for t in inputs:
-            if t.device is not dev:
-                raise RuntimeError(f"{cls.__name__}: expected all tensors on one device, "
-                                   f"found {dev} and {t.device}")
-        ctx = object.__new__(cls)
+        """Run forward on the inputs' arrays; record this call on the tape if any input needs grad."""
+        ctx = _new(cls)
         ctx.saved_tensors = ()
-        needs = [t.requires_grad for t in inputs] if _grad_enabled else ()
-        ctx.needs_input_grad = needs
-        out = _wrap(cls.forward(ctx, *[t.data for t in inputs], **kwargs), dev)
+        x = inputs[0]
+        dev = x.device
+        if len(inputs) == 1:
+            needs = ctx.needs_input_grad = (_grad_enabled and x.requires_grad,)
+            out = _wrap(cls.forward(ctx, x.data, **kwargs), dev)
+        else:
+            for t in inputs:
+                if t.device is not dev:
+                    raise RuntimeError(f"{cls.__name__}: expected all tensors on one device, "
+                                       f"found {dev} and {t.device}")
+            needs = ctx.needs_input_grad = [t.requires_grad for t in inputs] if _grad_enabled else ()
+            out = _wrap(cls.forward(ctx, *[t.data for t in inputs], **kwargs), dev)
         if True in needs:
             ctx.inputs = inputs
             out.requires_grad = True
@@ -87,30 +93,22 @@ def queue_callback(fn):
     _callbacks.append(fn)
 
 
-def _toposort(root):
-    """Function nodes reachable from root, each after every node that uses its output.
-
-    Also counts, for leaves with post-accumulate hooks, how many edges reach them."""
-    order, visited, hooked = [], set(), {}
-    stack = [(root, False)]
+def _count_uses(root):
+    """For every Function node reachable from root, how many edges lead into it; and for
+    leaves with post-accumulate hooks, how many edges reach them. No recursion."""
+    uses, hooked, stack = {root: 0}, {}, [root]
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if node in visited:
-            continue
-        visited.add(node)
-        stack.append((node, True))
-        for t in node.inputs:
+        for t in stack.pop().inputs:
             c = t._ctx
             if c is not None:
-                if c not in visited:
-                    stack.append((c, False))
+                if c in uses:
+                    uses[c] += 1
+                else:
+                    uses[c] = 1
+                    stack.append(c)
             elif t._hooks:
                 hooked[t] = hooked.get(t, 0) + 1
-    order.reverse()
-    return order, hooked
+    return uses, hooked
 
 
 def _accumulate(t, g, handed):
@@ -140,7 +138,7 @@ def backward(tensor, grad=None, retain_graph=False):
         if data.size != 1:
             raise RuntimeError(f"backward() without grad= needs a scalar output, found shape {tuple(data.shape)}; "
                                "pass grad= (the gradient of a scalar with respect to this tensor, same shape)")
-        g = get_array_module(data).ones_like(data)
+        g = get_array_module(data).ones(data.shape, data.dtype)
     else:
         g = grad.data if isinstance(grad, Tensor) else grad
         if tuple(g.shape) != tuple(data.shape):
@@ -152,13 +150,13 @@ def backward(tensor, grad=None, retain_graph=False):
         _accumulate(tensor, g, handed)
         _run_hooks(tensor)
         return
-    if root.saved_tensors is None:
-        raise RuntimeError(_FREED)
-    order, hooked = _toposort(root)
-    grads = {root: g}
+    # Kahn's algorithm: a node runs once every node using its output has passed its gradient on
+    uses, hooked = _count_uses(root)
+    grads, ready = {root: g}, [root]
     outer, _callbacks = _callbacks, []
     try:
-        for node in order:
+        while ready:
+            node = ready.pop()
             if node.saved_tensors is None:
                 raise RuntimeError(_FREED)
             g = grads.pop(node, None)
@@ -170,17 +168,22 @@ def backward(tensor, grad=None, retain_graph=False):
             else:  # no gradient flowed here (e.g. an unused branch)
                 in_grads = (None,) * len(inputs)
             for t, gi in zip(inputs, in_grads):
+                if gi is not None and gi.shape != t.data.shape:  # the input was broadcast
+                    gi = sum_to_shape(gi, t.data.shape)
                 c = t._ctx
                 if c is not None:
                     if gi is not None:
                         prev = grads.get(c)
                         grads[c] = gi if prev is None else prev + gi
+                    uses[c] -= 1
+                    if not uses[c]:
+                        ready.append(c)
                 elif t.requires_grad:
                     if gi is not None:
                         _accumulate(t, gi, handed)
                     if t in hooked:
                         hooked[t] -= 1
-                        if hooked[t] == 0:
+                        if not hooked[t]:
                             _run_hooks(t)
             if not retain_graph:
                 node.saved_tensors = None
@@ -201,3 +204,4 @@ _FREED = ("backward() through a graph whose saved arrays were already freed: a p
 
 
 from .gradcheck import gradcheck, numerical_grad  # noqa: E402  (needs Function defined first)
+from .ops.movement import sum_to_shape  # noqa: E402

@@ -1,4 +1,4 @@
-"""Elementwise ops. Inputs arrive already broadcast to one shape (see movement.broadcast)."""
+"""Elementwise ops. Inputs broadcast as in NumPy; backward() sums each gradient back to its input's shape."""
 from ..autograd import Function
 from ..backend import get_array_module
 from .movement import broadcast

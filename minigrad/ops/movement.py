@@ -32,8 +32,14 @@ def expand(x, *shape):
     return x if shape == x.shape else Expand.apply(x, shape=shape)
 
 
+_shapes = {}
+
+
 def broadcast_shape(*shapes):
     """NumPy's broadcast shape, with an error naming the shapes and the dimension at fault."""
+    out = _shapes.get(shapes)
+    if out is not None:
+        return out
     ndim = max(len(s) for s in shapes)
     out = []
     for i in range(-ndim, 0):
@@ -43,18 +49,20 @@ def broadcast_shape(*shapes):
             raise ValueError(f"shapes {found} cannot be broadcast together: dimension {i} "
                              f"has sizes {sorted(sizes)}")
         out.append(sizes.pop() if sizes else 1)
+    if len(_shapes) < 4096:  # shapes repeat every training step; the cache makes the check free
+        _shapes[shapes] = tuple(out)
     return tuple(out)
 
 
 def broadcast(*tensors):
-    """Expand every tensor that needs a gradient to the common shape, so elementwise
-    backward passes never see broadcasting. Tensors without grad broadcast inside NumPy."""
+    """Check that the tensors broadcast together (NumPy's rules). Their arrays broadcast inside
+    the forward op, and backward() sums every gradient back to its input's shape."""
     s0 = tensors[0].data.shape
-    if all(t.data.shape == s0 for t in tensors):
-        return tensors
-    shape = broadcast_shape(*(t.data.shape for t in tensors))
-    return tuple(Expand.apply(t, shape=shape) if t.requires_grad and t.data.shape != shape else t
-                 for t in tensors)
+    for t in tensors:
+        if t.data.shape != s0:
+            broadcast_shape(*(t.data.shape for t in tensors))
+            break
+    return tensors
 
 
 class Reshape(Function):
@@ -92,12 +100,15 @@ class Transpose(Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        return grad_output.transpose(np.argsort(ctx.axes))
+        inverse = sorted(range(len(ctx.axes)), key=ctx.axes.__getitem__)
+        return grad_output.transpose(inverse)
 
 
 def transpose(x, *axes):
     """transpose() reverses all axes; transpose(a, b) swaps two (PyTorch); transpose(perm) permutes."""
     n = x.ndim
+    if not axes and n == 2:
+        return Transpose.apply(x, axes=(1, 0))
     if not axes:
         perm = tuple(range(n))[::-1]
     elif len(axes) == 1 and isinstance(axes[0], (tuple, list)):
