@@ -58,6 +58,7 @@ evenly) are counted twice in the epoch metrics, as in PyTorch.
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 
@@ -219,6 +220,7 @@ def _install_excepthook():
                                  f"failed with {exc_type.__name__}; aborting all ranks\n")
             sys.stderr.flush()
             sys.stdout.flush()
+            time.sleep(0.5)     # let the launcher forward this output before MPI_Abort kills the job
         finally:
             if group is not None and group.world_size > 1:
                 group.abort(1)

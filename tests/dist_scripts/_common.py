@@ -24,12 +24,13 @@ HAS_NN = _has_nn()
 class TinyMLP:
     """A two-layer tanh MLP on bare tensors, for when minigrad.nn is not there."""
 
-    def __init__(self, sizes, seed, dtype):
+    def __init__(self, sizes, seed, dtype, device="cpu"):
         rng = np.random.default_rng(seed)
         self._params = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            w = mg.tensor(rng.uniform(-1, 1, (n_out, n_in)) / np.sqrt(n_in), dtype=dtype, requires_grad=True)
-            b = mg.tensor(rng.uniform(-0.1, 0.1, n_out), dtype=dtype, requires_grad=True)
+            w = mg.tensor(rng.uniform(-1, 1, (n_out, n_in)) / np.sqrt(n_in), dtype=dtype, device=device,
+                          requires_grad=True)
+            b = mg.tensor(rng.uniform(-0.1, 0.1, n_out), dtype=dtype, device=device, requires_grad=True)
             self._params += [(f"{2 * i}.weight", w), (f"{2 * i}.bias", b)]
 
     def named_parameters(self):
@@ -74,17 +75,17 @@ class TinySGD:
             p.data -= self.lr * g
 
 
-def make_model(sizes, seed, dtype="float64"):
+def make_model(sizes, seed, dtype="float64", device="cpu"):
     """An MLP with tanh between Linear layers; the same seed gives the same weights."""
     if not HAS_NN:
-        return TinyMLP(sizes, seed, dtype)
+        return TinyMLP(sizes, seed, dtype, device)
     mg.manual_seed(seed)
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(mg.nn.Linear(n_in, n_out))
         if i + 2 < len(sizes):
             layers.append(mg.nn.Tanh())
-    return mg.nn.Sequential(*layers).to(getattr(mg, dtype))
+    return mg.nn.Sequential(*layers).to(getattr(mg, dtype)).to(device)
 
 
 def make_sgd(params, lr, momentum):
@@ -101,7 +102,7 @@ def mse(pred, target):
 
 
 def weights(model):
-    return {n: np.array(p.data, dtype=np.float64) for n, p in model.named_parameters()}
+    return {n: np.array(p.numpy(), dtype=np.float64) for n, p in model.named_parameters()}
 
 
 def max_diff(a, b):

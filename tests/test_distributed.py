@@ -1,0 +1,322 @@
+"""mg.distributed: in-process tests for a world of one, and real ranks launched with mpiexec.
+
+The multi-rank tests run `mpiexec -n 2 python -m mpi4py tests/dist_scripts/<script>.py`
+(skipped when mpiexec or mpi4py is missing; `pip install 'minigrad[mpi]'` provides both).
+"""
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+import minigrad.distributed as dist
+from minigrad.distributed import comm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "tests", "dist_scripts")
+LAUNCH_ENV_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE", "MPI_WORLD_SIZE",
+                   "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "PMI_RANK", "OMPI_COMM_WORLD_RANK")
+
+
+def _find_mpiexec():
+    """mpiexec of the running interpreter's environment first (pip's mpich puts it there)."""
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return here if os.path.exists(here) else shutil.which("mpiexec")
+
+
+MPIEXEC = _find_mpiexec()
+HAVE_MPI = MPIEXEC is not None and importlib.util.find_spec("mpi4py") is not None
+needs_mpi = [pytest.mark.mpi,
+             pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")]
+
+
+def _mpiexec_flags():
+    """Open MPI refuses to run as root or oversubscribed without flags; MPICH needs none."""
+    try:
+        out = subprocess.run([MPIEXEC, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except Exception:
+        return []
+    if "Open MPI" in out or "OpenRTE" in out:
+        return ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    return []
+
+
+def launch(script, *args, n=2, timeout=120, dist_timeout=60):
+    """Run a script on n ranks; returns (returncode, output, seconds). Kills the job on timeout."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_VARS}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["MINIGRAD_DIST_TIMEOUT"] = str(dist_timeout)
+    env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = "1"     # n ranks share the cores
+    cmd = [MPIEXEC, *_mpiexec_flags(), "-n", str(n), sys.executable, "-m", "mpi4py",
+           os.path.join(SCRIPTS, script), *args]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, cwd=SCRIPTS, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)          # mpiexec and every rank it started
+        out, _ = proc.communicate()
+        pytest.fail(f"{script} on {n} ranks did not finish within {timeout} s:\n{out}")
+    return proc.returncode, out, time.monotonic() - start
+
+
+# --- a world of one: no launcher, no mpi4py ---------------------------------------------------
+
+@pytest.fixture
+def world_of_one(monkeypatch):
+    for var in LAUNCH_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    dist.destroy_process_group()
+    yield dist.init_process_group()
+    dist.destroy_process_group()
+
+
+def test_world_of_one_needs_no_mpi(world_of_one):
+    assert (dist.get_rank(), dist.get_world_size(), dist.get_local_rank()) == (0, 1, 0)
+    assert dist.is_main_process() and dist.get_device() == "cpu"
+    assert isinstance(world_of_one.host, comm.LocalCommunicator)
+    code = ("import sys, minigrad.distributed as d; d.init_process_group(); d.get_world_size(); "
+            "d.barrier(); print('mpi4py' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_VARS}
+    env["PYTHONPATH"] = ROOT
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_world_of_one_collectives_are_identity(world_of_one):
+    t = mg.tensor([1.0, 2.0])
+    assert dist.all_reduce(t) is t and t.tolist() == [1.0, 2.0]
+    assert dist.all_reduce(t, op="mean").tolist() == [1.0, 2.0]
+    assert dist.broadcast(t, src=0) is t
+    assert dist.all_reduce([3, 4.5]) == [3.0, 4.5] and dist.all_reduce(7) == 7
+    assert dist.all_gather_object({"a": 1}) == [{"a": 1}]
+    assert dist.check_equal(5, "batches") == 5
+    dist.barrier()
+    with pytest.raises(ValueError, match="op must be one of"):
+        dist.all_reduce(t, op="avg")
+    with pytest.raises(ValueError, match="out of range"):
+        dist.broadcast(t, src=1)
+
+
+def test_ddp_world_of_one_is_transparent(world_of_one):
+    w = mg.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+
+    class Model:
+        def named_parameters(self):
+            return [("w", w)]
+
+        def parameters(self):
+            return [w]
+
+        def state_dict(self):
+            return {"w": w}
+
+        def __call__(self, x):
+            return x @ w.T
+
+        hidden = 42
+
+    model = dist.DistributedDataParallel(Model())
+    assert model.hidden == 42 and model.state_dict()["w"] is w and list(model.parameters()) == [w]
+    x = np.ones((4, 3))
+    model(mg.tensor(x)).sum().backward()
+    assert np.array_equal(w.grad.data, np.full((2, 3), 4.0))
+    with model.no_sync():
+        model(mg.tensor(x)).sum().backward()
+    assert np.array_equal(w.grad.data, np.full((2, 3), 8.0))
+
+
+def test_launcher_detection(monkeypatch):
+    for var in LAUNCH_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert comm.launcher_world_size() == 1
+    monkeypatch.setenv("SLURM_NTASKS", "8")            # an sbatch script running plain python
+    assert comm.launcher_world_size() == 1
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "2")             # a task started by srun
+    assert comm.launcher_world_size() == 4
+    monkeypatch.setenv("PMI_SIZE", "3")                 # MPICH / Intel MPI mpiexec
+    assert comm.launcher_world_size() == 3
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")     # Open MPI mpirun
+    assert comm.launcher_world_size() == 2
+
+
+def test_timeout_setting(monkeypatch):
+    monkeypatch.setenv("MINIGRAD_DIST_TIMEOUT", "12.5")
+    assert comm.default_timeout() == 12.5
+    monkeypatch.setenv("MINIGRAD_DIST_TIMEOUT", "0")
+    assert comm.default_timeout() == float("inf")
+    monkeypatch.setenv("MINIGRAD_DIST_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="MINIGRAD_DIST_TIMEOUT"):
+        comm.default_timeout()
+
+
+@pytest.mark.parametrize("n,replicas,drop_last", [(10, 2, False), (11, 2, False), (11, 2, True),
+                                                   (7, 3, False), (2, 4, False), (100, 8, True)])
+def test_sampler_shards(n, replicas, drop_last):
+    shards = []
+    for rank in range(replicas):
+        s = dist.DistributedSampler(n, num_replicas=replicas, rank=rank, seed=3, drop_last=drop_last)
+        s.set_epoch(1)
+        idx = list(s)
+        assert len(idx) == len(s) and all(isinstance(i, int) for i in idx)
+        shards.append(idx)
+    assert len({len(s) for s in shards}) == 1, "every rank gets the same number of samples"
+    flat = sorted(sum(shards, []))
+    if drop_last:
+        assert len(flat) == n // replicas * replicas and len(set(flat)) == len(flat)
+    else:
+        assert set(flat) == set(range(n)) and len(flat) == -(-n // replicas) * replicas
+
+
+def test_sampler_epochs_and_order():
+    s = dist.DistributedSampler(list(range(20)), num_replicas=2, rank=1, shuffle=True, seed=0)
+    first = list(s)
+    assert list(s) == first, "the same epoch gives the same order"
+    s.set_epoch(1)
+    assert list(s) != first, "set_epoch reshuffles"
+    plain = dist.DistributedSampler(10, num_replicas=2, rank=1, shuffle=False)
+    assert list(plain) == [1, 3, 5, 7, 9]
+    padded = dist.DistributedSampler(5, num_replicas=2, rank=1, shuffle=False)
+    assert list(padded) == [1, 3, 0]                    # wraps around to pad, as PyTorch does
+
+
+def test_sampler_bad_arguments():
+    with pytest.raises(ValueError, match="rank"):
+        dist.DistributedSampler(10, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match="non-empty"):
+        dist.DistributedSampler(0, num_replicas=1, rank=0)
+    with pytest.raises(ValueError, match="drop_last"):
+        dist.DistributedSampler(1, num_replicas=2, rank=0, drop_last=True)
+
+
+# --- two ranks under mpiexec --------------------------------------------------------------------
+
+DDP_CHECKS = ["matches_single_process", "different_inits_end_identical", "bucket_sizes_do_not_change_results",
+              "no_sync_accumulates", "grads_are_the_mean_when_backward_returns", "unused_parameters",
+              "mismatched_models_are_reported", "check_equal_reports_uneven_values", "collectives_api",
+              "sampler_shards_partition_the_data"]
+
+
+@pytest.fixture(scope="module")
+def ddp_checks(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ddp") / "result.json"
+    code, out, _ = launch("ddp_checks.py", str(path))
+    result = json.loads(path.read_text()) if path.exists() else {}
+    return code, out, result
+
+
+@pytest.mark.parametrize("name", DDP_CHECKS)
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")
+def test_two_ranks(ddp_checks, name):
+    """2 ranks on half batches == 1 process on the full batch (float64, 1e-10, SGD momentum), etc."""
+    code, out, result = ddp_checks
+    status = result.get(name)
+    assert status == "ok", status or f"check not reached (exit code {code}):\n{out[-4000:]}"
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")
+def test_two_ranks_exit_cleanly(ddp_checks):
+    code, out, _ = ddp_checks
+    assert code == 0, out[-4000:]
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")
+@pytest.mark.parametrize("mode", ["raise", "exit"])
+def test_crashing_rank_ends_the_job(mode):
+    code, out, seconds = launch("crash.py", mode, timeout=60, dist_timeout=300)
+    assert code != 0, out
+    assert seconds < 30, f"took {seconds:.1f} s"
+    assert "was not stopped" not in out
+    if mode == "raise":
+        assert "fails on purpose" in out and "aborting all ranks" in out, out
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")
+def test_stuck_collective_times_out():
+    code, out, seconds = launch("crash.py", "timeout", timeout=60, dist_timeout=2)
+    assert code != 0, out
+    assert seconds < 30, f"took {seconds:.1f} s"
+    assert "DistributedTimeoutError" in out and "did not complete within 2 s" in out, out
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")
+def test_uneven_batch_counts_are_reported():
+    code, out, seconds = launch("uneven.py", timeout=60)
+    assert code != 0, out
+    assert seconds < 30
+    assert "the number of batches per epoch differs across ranks (rank 0: 3, rank 1: 4)" in out, out
+    assert "was not stopped" not in out
+
+
+# --- NCCL (GPU) ---------------------------------------------------------------------------------
+
+def _gpu_count():
+    from minigrad import backend
+    cp = backend.cupy()
+    return 0 if cp is None else cp.cuda.runtime.getDeviceCount()
+
+
+def _have_nccl():
+    try:
+        from cupy.cuda import nccl
+        return bool(getattr(nccl, "available", True))
+    except Exception:
+        return False
+
+
+needs_nccl = pytest.mark.skipif(not (_gpu_count() and _have_nccl()), reason="needs a GPU, CuPy and NCCL")
+
+
+@pytest.mark.cuda
+@needs_nccl
+def test_nccl_world_of_one(monkeypatch):
+    for var in LAUNCH_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    dist.destroy_process_group()
+    try:
+        group = dist.init_process_group("nccl")
+        assert group.name == "nccl" and dist.get_device() == "cuda:0"
+        t = mg.tensor(np.arange(4.0), device="cuda:0")
+        dist.all_reduce(t, op="mean")
+        assert t.tolist() == [0.0, 1.0, 2.0, 3.0]
+        dist.broadcast(t, 0)
+        w = mg.tensor(np.ones((2, 3)), device="cuda:0", requires_grad=True)
+
+        class Model:
+            def named_parameters(self):
+                return [("w", w)]
+
+            def __call__(self, x):
+                return x @ w.T
+
+        model = dist.DistributedDataParallel(Model())
+        model(mg.tensor(np.ones((4, 3)), device="cuda:0")).sum().backward()
+        assert np.array_equal(w.grad.numpy(), np.full((2, 3), 4.0))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.cuda
+@pytest.mark.mpi
+@needs_nccl
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py")
+def test_nccl_two_ranks():
+    if _gpu_count() < 2 and os.environ.get("NCCL_MULTI_RANK_GPU_ENABLE") != "1":
+        pytest.skip("needs 2 GPUs (or NCCL_MULTI_RANK_GPU_ENABLE=1 with NCCL >= 2.30 on one GPU)")
+    code, out, _ = launch("nccl_checks.py", timeout=300)
+    assert code == 0, out[-4000:]
+    assert out.count("nccl checks ok") == 2, out[-4000:]
