@@ -142,6 +142,9 @@ def unused_parameters():
         def named_parameters(self):
             return list(base.named_parameters()) + [("extra", extra), ("unused", unused)]
 
+        def parameters(self):
+            return [p for _, p in self.named_parameters()]
+
         def __call__(self, x):
             out = base(x)
             return out * extra if rank == world - 1 else out
@@ -226,3 +229,30 @@ def sampler_shards_partition_the_data():
         else:
             assert set(flat) == set(range(n)) and len(flat) == -(-n // world) * world
 
+
+
+@check
+def dataloader_with_sampler_matches_single_process():
+    """The recipe the Trainer follows: DistributedSampler + DataLoader + DDP, over two epochs."""
+    n, per_rank, classes = 40, 4, 3
+    data = np.random.default_rng(1).normal(size=(n, SIZES[0]))
+    labels = np.random.default_rng(2).integers(0, classes, n)
+    sizes = SIZES[:-1] + (classes,)
+
+    def run(model, sampler, batch):
+        loader = mg.data.DataLoader((data, labels), batch_size=batch, sampler=sampler)
+        opt = make_sgd(model.parameters(), LR, MOMENTUM)
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            dist.check_equal(len(loader), "batches per epoch")
+            for x, y in loader:
+                opt.zero_grad()
+                mg.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+        return weights(model)
+
+    ref = run(make_model(sizes, seed=6), dist.DistributedSampler(n, 1, 0, seed=9), per_rank * world)
+    sampler = dist.DistributedSampler(n, shuffle=True, seed=9)
+    w = run(dist.DistributedDataParallel(make_model(sizes, seed=6 + rank)), sampler, per_rank)
+    assert max_diff(w, ref) < TOL, f"max |ddp - single process| = {max_diff(w, ref):.3g}"
+    assert_same_on_all_ranks(w)
