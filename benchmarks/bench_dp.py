@@ -1,0 +1,174 @@
+"""Data-parallel cost: all-reduce time against bucket size, and the share of a training step spent
+communicating, on 1 and 2 ranks.
+
+    python benchmarks/bench_dp.py [--ranks 1 2] [--backend mpi|nccl] [--quick]
+
+launches itself as `mpiexec -n R python benchmarks/bench_dp.py --worker` for each R, prints tables
+and writes benchmarks/results/bench_dp.json. Every rank runs with one BLAS thread, so R ranks use
+R cores (on CPU).
+
+1. all-reduce (sum, in place, float32) of one flat buffer of each size: median time, algorithm
+   bandwidth (bytes / time) and bus bandwidth (x 2(R-1)/R, the bytes each rank actually moves in a
+   ring), as nccl-tests report them.
+2. training steps (SGD momentum, MSE) of MLP workloads with DistributedDataParallel at several
+   bucket sizes, each rank on global_batch / R samples: step time, the same step under no_sync()
+   (compute only), the difference (communication the step pays for, i.e. not hidden behind the
+   backward pass) as a share of the step, and the time spent waiting for all-reduces at the end
+   of backward.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+WORKLOADS = {  # name: (layer sizes, global batch)
+    "mnist-shaped 784-64-64-10": ((784, 64, 64, 10), 128),
+    "wide 784-1024-1024-10": ((784, 1024, 1024, 10), 512),
+}
+SIZES_KIB = [4, 16, 64, 256, 1024, 4096, 16384, 65536]
+
+
+def median_time(fn, repeat, sync):
+    fn()
+    times = []
+    for _ in range(repeat):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def worker(args):
+    import minigrad as mg
+    import minigrad.distributed as dist
+    from minigrad import backend
+
+    group = dist.init_process_group(args.backend)
+    rank, world, device = dist.get_rank(), dist.get_world_size(), dist.get_device()
+    xp = np if device == "cpu" else backend.cupy()
+
+    def sync():
+        backend.synchronize(device if device != "cpu" else None)
+        group.barrier()        # every rank starts each timed call together
+
+    out = {"world_size": world, "backend": group.name, "device": device, "allreduce": [], "training": []}
+    sizes = SIZES_KIB[:5] if args.quick else SIZES_KIB
+    for kib in sizes:
+        buf = xp.ones(kib * 1024 // 4, dtype=np.float32)
+        repeat = max(5, min(200, int(2e5 / kib))) if not args.quick else 5
+        t = median_time(lambda: group.all_reduce(buf, "sum"), repeat, sync)
+        nbytes = buf.nbytes
+        out["allreduce"].append({"bytes": nbytes, "time_ms": 1e3 * t, "algbw_GBps": nbytes / t / 1e9,
+                                 "busbw_GBps": nbytes / t / 1e9 * 2 * (world - 1) / world})
+
+    rng = np.random.default_rng(0)
+    for name, (layers, global_batch) in WORKLOADS.items():
+        if args.quick and global_batch > 128:
+            continue
+        batch = global_batch // world
+        x = mg.tensor(rng.normal(size=(batch, layers[0])).astype(np.float32), device=device)
+        y = mg.tensor(rng.normal(size=(batch, layers[-1])).astype(np.float32), device=device)
+        for bucket_mb in (0.25, 1, 25):
+            mg.manual_seed(0)
+            mods = []
+            for i, (a, b) in enumerate(zip(layers[:-1], layers[1:])):
+                mods += [mg.nn.Linear(a, b)] + ([mg.nn.ReLU()] if i + 2 < len(layers) else [])
+            model = dist.DistributedDataParallel(mg.nn.Sequential(*mods).to(device), bucket_mb=bucket_mb)
+            opt = mg.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+            def step():
+                opt.zero_grad()
+                mg.nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+
+            def local_step():
+                with model.no_sync():
+                    step()
+
+            repeat = 5 if args.quick else 30
+            t_local = median_time(local_step, repeat, sync)
+            model.stats.update(wait_s=0.0, all_reduces=0)
+            t_step = median_time(step, repeat, sync)
+            calls = repeat + 1
+            grad_bytes = sum(p.data.nbytes for p in model.parameters())
+            out["training"].append({
+                "workload": name, "global_batch": global_batch, "batch_per_rank": batch,
+                "bucket_mb": bucket_mb, "buckets": len(model._buckets), "grad_MB": grad_bytes / 2**20,
+                "step_ms": 1e3 * t_step, "compute_only_ms": 1e3 * t_local,
+                "comm_overhead_ms": 1e3 * max(t_step - t_local, 0.0),
+                "comm_share": max(t_step - t_local, 0.0) / t_step,
+                "end_of_backward_wait_ms": 1e3 * model.stats["wait_s"] / calls,
+                "samples_per_s": global_batch / t_step})
+            model.remove_hooks()
+    if rank == 0:
+        with open(args.out, "w") as f:
+            json.dump(out, f)
+
+
+def launch(ranks, args):
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    mpiexec = here if os.path.exists(here) else shutil.which("mpiexec")
+    if mpiexec is None:
+        raise SystemExit("mpiexec not found: pip install 'minigrad[mpi]'")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "out.json")
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   PYTHONPATH=os.path.abspath(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        cmd = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker",
+               "--out", path, "--backend", args.backend] + (["--quick"] if args.quick else [])
+        subprocess.run(cmd, check=True, env=env, timeout=1800)
+        with open(path) as f:
+            return json.load(f)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--backend", default="mpi", choices=["mpi", "nccl"])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "bench_dp.json"))
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+
+    runs = [launch(r, args) for r in args.ranks]
+    print("all-reduce (sum, float32), median per call")
+    print(f"{'size':>10} " + " ".join(f"{f'{r} rank(s) ms':>14} {'busbw GB/s':>10}" for r in args.ranks))
+    for i, row in enumerate(runs[0]["allreduce"]):
+        cells = " ".join(f"{run['allreduce'][i]['time_ms']:14.4f} {run['allreduce'][i]['busbw_GBps']:10.2f}"
+                         for run in runs)
+        print(f"{row['bytes'] / 1024:8.0f}Ki {cells}")
+    print("\ntraining step with DistributedDataParallel (comm share = (step - no_sync step) / step)")
+    print(f"{'workload':28} {'ranks':>5} {'bucket MB':>9} {'buckets':>7} {'step ms':>9} {'compute ms':>10} "
+          f"{'comm share':>10} {'samples/s':>10}")
+    for run in runs:
+        for t in run["training"]:
+            print(f"{t['workload']:28} {run['world_size']:5d} {t['bucket_mb']:9g} {t['buckets']:7d} "
+                  f"{t['step_ms']:9.3f} {t['compute_only_ms']:10.3f} {100 * t['comm_share']:9.1f}% "
+                  f"{t['samples_per_s']:10.0f}")
+    result = {"command": "python benchmarks/bench_dp.py " + " ".join(sys.argv[1:]),
+              "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "cpus": os.cpu_count(), "python": platform.python_version(),
+                          "numpy": np.__version__},
+              "threads_per_rank": 1, "runs": runs}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"\nwrote {os.path.relpath(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
