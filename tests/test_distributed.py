@@ -134,6 +134,17 @@ def test_ddp_world_of_one_is_transparent(world_of_one):
     assert np.array_equal(w.grad.data, np.full((2, 3), 8.0))
 
 
+def test_ddp_wraps_an_nn_module(world_of_one):
+    net = mg.nn.Sequential(mg.nn.Linear(3, 4), mg.nn.ReLU(), mg.nn.Linear(4, 2))
+    model = dist.DistributedDataParallel(net, bucket_mb=1e-6)
+    assert model.module is net and len(model._buckets) == 4
+    assert list(model.state_dict()) == list(net.state_dict())          # no "module." prefix
+    assert model.double() is model and model._buckets[0].buffer.dtype == np.float64
+    assert model.train() is model and model.eval() is model and not net.training
+    out = model(mg.tensor(np.ones((5, 3))))
+    assert out.shape == (5, 2) and out.dtype == np.float64
+
+
 def test_launcher_detection(monkeypatch):
     for var in LAUNCH_ENV_VARS:
         monkeypatch.delenv(var, raising=False)

@@ -282,7 +282,9 @@ class NCCLCommunicator(Communicator):
     ``bootstrap`` (an MPICommunicator, or None for a world of one) carries the unique
     id from rank 0. Call it after the rank's device has been selected. Collectives run
     on a dedicated stream ordered after the caller's current stream, so they overlap
-    with later kernels; ``Work.wait()`` makes the current stream wait for them.
+    with later kernels; ``Work.wait()`` makes the current stream wait for them, and also
+    blocks the CPU until they finish unless the timeout is off (MINIGRAD_DIST_TIMEOUT=0):
+    polling is how a stuck peer is detected.
     """
 
     name = "nccl"
@@ -336,9 +338,9 @@ class NCCLCommunicator(Communicator):
         done = self.stream.record()
 
         def finish():
-            self._wait_event(done, what)
-            current = self.cp.cuda.get_current_stream()
-            current.wait_event(done)
+            if self.timeout != float("inf"):
+                self._wait_event(done, what)      # the CPU waits, so a stuck peer raises
+            self.cp.cuda.get_current_stream().wait_event(done)
             if buf is not array:
                 array[...] = buf
             return array
@@ -399,7 +401,8 @@ class NCCLCommunicator(Communicator):
 
     def abort(self, code=1):
         try:
-            self.comm.abort()
+            if self.comm is not None:
+                self.comm.abort()
         finally:
             if self.bootstrap is not None:
                 self.bootstrap.abort(code)

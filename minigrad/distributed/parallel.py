@@ -223,6 +223,31 @@ class DistributedDataParallel:
     def named_parameters(self, *args, **kwargs):
         return self.module.named_parameters(*args, **kwargs)
 
+    def to(self, *args, **kwargs):
+        """Move or cast the module (as Module.to) and rebuild the buckets; returns the wrapper."""
+        return self._convert("to", *args, **kwargs)
+
+    def cuda(self, i=0):
+        return self._convert("cuda", i)
+
+    def cpu(self):
+        return self._convert("cpu")
+
+    def float(self):
+        return self._convert("float")
+
+    def double(self):
+        return self._convert("double")
+
+    def half(self):
+        return self._convert("half")
+
+    def _convert(self, method, *args, **kwargs):
+        getattr(self.module, method)(*args, **kwargs)
+        self._buckets = self._make_buckets(self._params) if self._params else []
+        self._slot = {id(p): (b, i) for b in self._buckets for i, p in enumerate(b.params)}
+        return self
+
     def train(self, mode=True):
         self.module.train(mode)
         return self
