@@ -331,3 +331,15 @@ def test_nccl_two_ranks():
     code, out, _ = launch("nccl_checks.py", timeout=300)
     assert code == 0, out[-4000:]
     assert out.count("nccl checks ok") == 2, out[-4000:]
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")
+def test_trainer_fit_on_two_ranks(tmp_path):
+    path = tmp_path / "fit.json"
+    code, out, _ = launch("trainer_fit.py", str(path), timeout=180)
+    assert code == 0, out[-4000:]
+    result = json.loads(path.read_text())
+    assert result["world"] == 2 and result["same_weights"] and result["same_history"]
+    assert len(result["history"]["loss"]) == 3 and result["history"]["loss"][-1] < result["history"]["loss"][0]
+    assert out.count("Epoch 1/3") == 1, f"only rank 0 prints:\n{out}"
