@@ -160,6 +160,17 @@ def test_launcher_detection(monkeypatch):
     assert comm.launcher_world_size() == 2
 
 
+@pytest.mark.mpi
+@pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None, reason="needs mpi4py")
+def test_mpi_of_another_launcher_is_reported():
+    """An mpiexec whose MPI differs from mpi4py's starts N singletons: say so instead of training N times."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_VARS}
+    env.update(PYTHONPATH=ROOT, PMI_SIZE="2", PMI_RANK="0")
+    code = "import minigrad.distributed as d; d.init_process_group()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode != 0 and "MPI sees a world of 1" in out.stderr, out.stderr
+
+
 def test_timeout_setting(monkeypatch):
     monkeypatch.setenv("MINIGRAD_DIST_TIMEOUT", "12.5")
     assert comm.default_timeout() == 12.5

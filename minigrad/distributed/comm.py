@@ -499,13 +499,17 @@ def create(backend="auto", timeout=None) -> ProcessGroup:
     if backend not in ("auto", "mpi", "nccl"):
         raise ValueError(f"backend must be 'auto', 'mpi' or 'nccl', got {backend!r}")
     size = launcher_world_size()
-    if backend == "auto" and size == 1:
-        # Under Slurm without srun the announced size can be stale; a plain run is a world of one.
-        host = LocalCommunicator(timeout)
-    elif size == 1 and backend == "nccl" and "mpi4py" not in sys.modules:
+    if size == 1 and (backend == "auto" or (backend == "nccl" and "mpi4py" not in sys.modules)):
         host = LocalCommunicator(timeout)
     else:
         host = MPICommunicator(timeout=timeout)
+        announced = _env_int(_SIZE_VARS, 1)        # by mpiexec itself (Slurm's counts can be stale)
+        if announced > 1 and host.world_size != announced:
+            raise RuntimeError(
+                f"mpiexec started {announced} processes but MPI sees a world of {host.world_size}: "
+                "mpi4py is linked against another MPI than the one whose mpiexec started this job. "
+                "Launch with the matching mpiexec (pip's mpich puts one next to python), or rebuild "
+                "mpi4py for your cluster's MPI (pip install --no-binary mpi4py mpi4py)")
         if host.world_size == 1 and backend == "auto":
             host.close()
             host = LocalCommunicator(timeout)

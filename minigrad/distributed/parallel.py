@@ -47,19 +47,19 @@ class _Bucket:
         self.pending -= 1
 
     def unpack(self, world_size):
-        """Store the mean over ranks back into each parameter's ``.grad``."""
-        data = self.buffer[:self.numel]
-        data *= data.dtype.type(1.0 / world_size)
+        """Store the mean over ranks back into each parameter's ``.grad`` (one pass per gradient)."""
+        xp = get_array_module(self.buffer)
+        scale = self.buffer.dtype.type(1.0 / world_size)
         had_grad = self.buffer[self.numel:].tolist()
         for p, start, flag in zip(self.params, self.offsets, had_grad):
             if not flag:
                 continue            # None on every rank: stays None
-            mean = data[start:start + p.data.size].reshape(p.data.shape)
+            total = self.buffer[start:start + p.data.size].reshape(p.data.shape)
             g = p.grad
-            if g is not None and getattr(g.data.flags, "writeable", True):
-                g.data[...] = mean
+            if g is not None and g.data.flags.c_contiguous and getattr(g.data.flags, "writeable", True):
+                xp.multiply(total, scale, out=g.data)
             else:
-                p.grad = autograd._wrap(mean.copy(), p.device)
+                p.grad = autograd._wrap(total * scale, p.device)
 
     def reset(self):
         self.filled = [False] * len(self.params)
