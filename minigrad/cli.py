@@ -86,8 +86,21 @@ def _info(args):
         print(format_info(info))
 
 
+# --- minigrad bench -------------------------------------------------------------------------------
+def _bench_arguments(p):
+    from .bench import add_arguments
+    add_arguments(p)
+
+
+def _bench(args):
+    from .bench import main_args
+    return main_args(args)
+
+
 register("train", "train an MLP classifier on a bundled data set (digits by default)", _train_arguments, _train)
 register("info", "show versions, BLAS, GPUs and which kernels minigrad uses", _info_arguments, _info)
+register("bench", "benchmark training steps against PyTorch (CPU and GPU): table, JSON and plot",
+         _bench_arguments, _bench)
 
 
 def build_parser():
