@@ -6,7 +6,8 @@
 // (restrict-qualified), and float32 exp/tanh/erf as polynomials the compiler can vectorize
 // (libm calls would keep the loop scalar). float64 uses <cmath> for full precision.
 // GCC needs -fno-trapping-math (set by setup.py) to turn the selects into vector blends; it
-// changes no result, only lets the compiler ignore floating-point exception flags.
+// changes no result, only lets the compiler ignore floating-point exception flags. setup.py also
+// passes -ffp-contract=off so that the AVX-512 clone (which may use FMA) rounds like the others.
 #include "kernels.h"
 
 #include <algorithm>
@@ -16,6 +17,15 @@
 #include <cstring>
 #include <thread>
 #include <vector>
+
+// GCC on x86-64 Linux also compiles the inner loops for AVX2 and AVX-512 and picks the widest
+// the running CPU has (target_clones: resolved once at load time), so the baseline build stays
+// runnable everywhere while newer CPUs get 8- or 16-wide vectors.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define MINIGRAD_VECTOR_CLONES __attribute__((target_clones("default", "avx2", "avx512f")))
+#else
+#define MINIGRAD_VECTOR_CLONES
+#endif
 
 namespace minigrad {
 namespace {
@@ -171,8 +181,8 @@ inline void split(int64_t n, int t, int nt, int64_t align, int64_t& lo, int64_t&
 // forward
 
 template <typename T, Act A, bool HasBias, bool InPlace>
-void forward_block(const T* z, const T* b, T* y, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
-                   int64_t m) {
+MINIGRAD_VECTOR_CLONES void forward_block(const T* z, const T* b, T* y, int64_t r0, int64_t r1,
+                                          int64_t c0, int64_t c1, int64_t m) {
   const T* __restrict bb = b;
   for (int64_t i = r0; i < r1; ++i) {
     if constexpr (InPlace) {
@@ -211,8 +221,9 @@ void forward_act(const T* z, const T* b, T* y, int64_t n, int64_t m) {
 
 // Rows [r0, r1) x columns [c0, c1); column sums go to acc[j - c0] (double).
 template <typename T, Act A, bool HasBias, bool WantGz, bool WantGb>
-void backward_block(const T* gy, const T* s, const T* b, T* gz, double* acc, int64_t r0,
-                    int64_t r1, int64_t c0, int64_t c1, int64_t m) {
+MINIGRAD_VECTOR_CLONES void backward_block(const T* gy, const T* s, const T* b, T* gz, double* acc,
+                                           int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                                           int64_t m) {
   const T* __restrict bb = b;
   double* __restrict a = acc - c0;
   for (int64_t i = r0; i < r1; ++i) {
