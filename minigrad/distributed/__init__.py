@@ -74,6 +74,7 @@ __all__ = [
     "all_gather_object", "check_equal", "get_process_group", "DistributedDataParallel",
     "DistributedSampler", "DistributedError", "DistributedTimeoutError", "Communicator",
     "LocalCommunicator", "MPICommunicator", "NCCLCommunicator", "ProcessGroup", "Work",
+    "default_timeout", "launcher_world_size",
 ]
 
 _group: ProcessGroup | None = None

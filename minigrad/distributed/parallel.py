@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 import time
 
+import numpy as np
+
 from .. import autograd
 from ..backend import get_array_module
 
@@ -23,8 +25,10 @@ class _Bucket:
             self.offsets.append(offset)
             offset += p.data.size
         self.numel = offset
-        xp = get_array_module(params[0].data)
-        self.buffer = xp.zeros(self.numel + len(params), dtype=params[0].data.dtype)
+        first = params[0].data
+        xp = get_array_module(first)
+        with (first.device if xp is not np else contextlib.nullcontext()):   # the parameters' GPU
+            self.buffer = xp.zeros(self.numel + len(params), dtype=first.dtype)
         self.filled = [False] * len(params)
         self.pending = len(params)
         self.work = None
