@@ -78,8 +78,11 @@ class Linear(Function):
         need_b = ctx.has_bias and ctx.needs_input_grad[2]
         g = grad_output.reshape(-1, w.shape[0])
         gz, gb = kernels.bias_act_backward(g, saved, ctx.activation, b=b, need_gb=need_b)
-        gx = (gz @ w).reshape(ctx.x_shape) if need_x else None
-        gw = gz.T @ x2 if need_w else None
+        xp = get_array_module(gz)
+        # outputs from the kernel buffer cache: big gradients reuse already-mapped pages each step
+        gx = xp.matmul(gz, w, out=kernels.empty(x2.shape, w.dtype, like=w)).reshape(ctx.x_shape) \
+            if need_x else None
+        gw = xp.matmul(gz.T, x2, out=kernels.empty(w.shape, w.dtype, like=w)) if need_w else None
         return (gx, gw, gb) if ctx.has_bias else (gx, gw)
 
 
