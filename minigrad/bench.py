@@ -647,7 +647,11 @@ def main(argv=None):
         return 0
     p = argparse.ArgumentParser(prog="bench_train.py", description=__doc__.split("\n\n")[0])
     add_arguments(p)
-    return main_args(p.parse_args(argv))
+    args = p.parse_args(argv)
+    try:
+        return main_args(args)
+    except ValueError as e:
+        p.error(str(e))
 
 
 if __name__ == "__main__":
