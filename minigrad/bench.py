@@ -566,6 +566,7 @@ def plot(res, path):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib is not installed: no plot", file=sys.stderr)
         return False
@@ -599,10 +600,12 @@ def plot(res, path):
                            label="target" if (d, w) == next(((dd, ww) for dd in devs for ww in workloads
                                                               if ww in RATIO_TARGETS[dd]), None) else None)
     ax2.axhline(1.0, color="gray", linestyle=":", linewidth=1)
+    ax2.set_yscale("log")  # ratios span decades when PyTorch's per-op overhead dominates
+    ax2.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax2.set_xticks(range(len(workloads)), workloads)
-    ax2.set_ylabel("step time ratio (lower is faster than PyTorch)")
+    ax2.set_ylabel("step time ratio, log scale (below 1: minigrad is faster)")
     ax2.set_title("minigrad / PyTorch (red: target)")
-    ax2.margins(y=0.15)
+    ax2.margins(y=0.2)
     ax2.legend(fontsize=8)
     env = res["env"]
     fig.suptitle(f"minigrad vs PyTorch {env.get('torch')} - {env['cpu']}, {env['cores']} cores"
@@ -625,6 +628,8 @@ def add_arguments(p):
     p.add_argument("--out", metavar="DIR", default=None,
                    help="where the JSON and PNG go [benchmarks/results in a source checkout]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--replot", metavar="JSON", default=None,
+                   help="measure nothing: print the table and redraw the plot of an earlier results file")
 
 
 def _names(text):
@@ -632,6 +637,13 @@ def _names(text):
 
 
 def main_args(args):
+    if args.replot:
+        res = json.loads(Path(args.replot).read_text())
+        print(format_table(res))
+        png = Path(args.replot).with_suffix(".png")
+        if plot(res, png):
+            print(f"\nwrote {png}")
+        return 0
     res = run(workloads=args.workloads, backends=args.backends, quick=args.quick, out=args.out,
               progress=not args.no_progress)
     print(format_table(res))
