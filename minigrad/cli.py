@@ -49,9 +49,9 @@ def _positive(text):
 def _train_arguments(p):
     p.add_argument("--dataset", choices=("digits", "iris"), default="digits",
                    help="bundled data set (from scikit-learn) [digits]")
-    p.add_argument("--hidden", type=_hidden, default=(64, 32), metavar="W1,W2,...",
-                   help="hidden layer widths, ReLU between layers [64,32]")
-    p.add_argument("--epochs", type=_positive, default=30, help="total epochs (a resumed run continues to this) [30]")
+    p.add_argument("--hidden", type=_hidden, default=(256, 128), metavar="W1,W2,...",
+                   help="hidden layer widths, ReLU between layers [256,128]")
+    p.add_argument("--epochs", type=_positive, default=20, help="total epochs (a resumed run continues to this) [20]")
     p.add_argument("--batch-size", type=_positive, default=32, help="[32]")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam",
                    help="sgd means momentum 0.9 with Nesterov [adam]")

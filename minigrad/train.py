@@ -401,7 +401,7 @@ def make_optimizer(name, params, lr=None):
 DATASETS = ("digits", "iris")
 
 
-def train_classifier(dataset="digits", hidden=(64, 32), epochs=30, batch_size=32, optimizer="adam", lr=None,
+def train_classifier(dataset="digits", hidden=(256, 128), epochs=20, batch_size=32, optimizer="adam", lr=None,
                      device="auto", seed=0, save=None, resume=None, verbose=1, test_size=0.2, log=print):
     """Train an MLP classifier on a bundled data set (standardized, stratified 80/20 split by ``seed``).
 
