@@ -145,6 +145,56 @@ def test_ddp_wraps_an_nn_module(world_of_one):
     assert out.shape == (5, 2) and out.dtype == np.float64
 
 
+class MirrorCommunicator(comm.Communicator):
+    """A pretend world of two whose other rank always has the same values: sum = 2x, mean = x."""
+    name, world_size = "mirror", 2
+
+    def __init__(self):
+        super().__init__()
+        self.log = []
+
+    def all_reduce_async(self, array, op="sum"):
+        self.log.append("launch")
+
+        def finish():
+            array[...] *= 2
+        return comm.Work(array, finish)
+
+    def broadcast(self, array, src=0):
+        return array
+
+    def all_gather_object(self, obj):
+        return [obj, obj]
+
+    def barrier(self):
+        pass
+
+
+def test_ddp_buckets_start_during_backward():
+    """Buckets are all-reduced as they fill, while backward still runs, in reverse parameter order."""
+    mg.manual_seed(0)
+    net = mg.nn.Sequential(mg.nn.Linear(3, 8), mg.nn.Tanh(), mg.nn.Linear(8, 8), mg.nn.Tanh(),
+                           mg.nn.Linear(8, 2)).double()
+    group = MirrorCommunicator()
+    model = dist.DistributedDataParallel(net, bucket_mb=1e-9, group=group)
+    params = list(net.parameters())
+    assert [id(b.params[0]) for b in model._buckets] == [id(p) for p in params[::-1]]
+    first = params[0]
+    first.register_post_accumulate_grad_hook(lambda p: group.log.append("first layer's grad ready"))
+    x = mg.tensor(np.random.default_rng(0).normal(size=(4, 3)))
+    loss = (model(x) ** 2).mean()
+    loss.backward()
+    ready = group.log.index("first layer's grad ready")
+    assert group.log.count("launch") == len(params) and group.log[:ready].count("launch") >= 4, group.log
+    local = {n: p.grad.data.copy() for n, p in net.named_parameters()}
+    for p in params:
+        p.grad = None
+    model.remove_hooks()
+    (net(x) ** 2).mean().backward()
+    for n, p in net.named_parameters():
+        assert np.allclose(p.grad.data, local[n], rtol=0, atol=1e-15), n
+
+
 def test_launcher_detection(monkeypatch):
     for var in LAUNCH_ENV_VARS:
         monkeypatch.delenv(var, raising=False)
