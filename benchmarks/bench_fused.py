@@ -4,9 +4,10 @@
 
 For each shape: forward y = relu(z + b) returning a new array and in place, and the backward
 (gz = gy * relu'(y), gb = gz.sum(0)); then every activation on the main shape. Times are medians
-in ms; GB/s counts the bytes each must move (forward: read z, write y; backward: read gy and y,
-write gz) against np.copyto's measured copy bandwidth. Prints a table and writes
-benchmarks/results/bench_fused.json.
+in ms; the implementations compared in one block run interleaved, so that load from elsewhere on
+the machine hits them alike. GB/s counts the bytes each must move (forward: read z, write y;
+backward: read gy and y, write gz) against np.copyto's measured copy bandwidth. Prints a table
+and writes benchmarks/results/bench_fused.json.
 
 "new array" rows differ in where the output memory comes from: minigrad's kernel takes it from the
 extension's buffer cache (pages reused, as a training step sees), NumPy and PyTorch from malloc
@@ -31,20 +32,28 @@ except ImportError:
     torch = None
 
 
-def bench(fn, repeat, min_time=0.2):
-    """Median seconds of fn() over `repeat` runs (more for fast functions), after a warm-up."""
-    fn()
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = time.perf_counter() - t0
-    n = max(repeat, min(2000, int(min_time / max(once, 1e-7))))
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
+def bench_group(fns, repeat, min_time=0.3):
+    """{name: (median, min) seconds} of each fn(). The functions run interleaved, one call each per
+    round, so that load from elsewhere on the machine hits all of them alike."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        fn()
+    t0 = time.perf_counter()
+    for fn in fns.values():
+        fn()
+    once = time.perf_counter() - t0
+    rounds = max(repeat, min(1000, int(min_time / max(once, 1e-7))))
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (float(np.median(t)), float(np.min(t))) for name, t in times.items()}
+
+
+def bench(fn, repeat):
+    return bench_group({"f": fn}, repeat)["f"][0]
 
 
 def copy_bandwidth(nbytes, repeat):
@@ -80,12 +89,10 @@ def relu_rows(shape, dtype, repeat):
         fwd["torch in place z.add_(b).relu_()"] = lambda: tzw.add_(tb).relu_()
         bwd["torch threshold_backward + sum(0)"] = \
             lambda: (lambda g: (g, g.sum(0)))(torch.ops.aten.threshold_backward(tgy, ty, 0))
-    nbytes = z.nbytes
     rows = []
-    for name, fn in fwd.items():
-        rows.append(dict(pass_="forward", impl=name, seconds=bench(fn, repeat), bytes=2 * nbytes))
-    for name, fn in bwd.items():
-        rows.append(dict(pass_="backward", impl=name, seconds=bench(fn, repeat), bytes=3 * nbytes))
+    for pass_, fns, nbytes in (("forward", fwd, 2 * z.nbytes), ("backward", bwd, 3 * z.nbytes)):
+        for name, (med, best) in bench_group(fns, repeat).items():
+            rows.append(dict(pass_=pass_, impl=name, seconds=med, min_seconds=best, bytes=nbytes))
     return rows
 
 
@@ -94,41 +101,43 @@ def activation_rows(shape, dtype, repeat):
     z = rng.standard_normal(shape).astype(dtype)
     b = rng.standard_normal(shape[-1]).astype(dtype)
     gy = rng.standard_normal(shape).astype(dtype)
-    rows = []
     tacts = {} if torch is None else {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
                                       "gelu": torch.nn.functional.gelu}
+    rows = []
     for act in ("relu", "sigmoid", "tanh", "gelu"):
         y = kernels.bias_act_forward(z, b, act)
         saved = z if act == "gelu" else y
-        rows.append(dict(pass_="forward", impl=f"minigrad {act}", seconds=bench(
-            lambda: kernels.bias_act_forward(z, b, act), repeat), bytes=2 * z.nbytes))
-        rows.append(dict(pass_="backward", impl=f"minigrad {act}", seconds=bench(
-            lambda: kernels.bias_act_backward(gy, saved, act, b=b), repeat), bytes=3 * z.nbytes))
+        fwd = {f"minigrad {act}": lambda: kernels.bias_act_forward(z, b, act)}
+        bwd = {f"minigrad {act}": lambda: kernels.bias_act_backward(gy, saved, act, b=b)}
         if act in tacts:
-            tz, tb = torch.from_numpy(z), torch.from_numpy(b)
-            rows.append(dict(pass_="forward", impl=f"torch {act}(z + b)", seconds=bench(
-                lambda: tacts[act](tz + tb), repeat), bytes=2 * z.nbytes))
-            tzz = (tz + tb).requires_grad_()
-            tgy = torch.from_numpy(gy)
-
-            def torch_bwd():
-                out = tacts[act](tzz)
-                g, = torch.autograd.grad(out, tzz, tgy)
-                return g.sum(0)
-            t_both = bench(torch_bwd, repeat)
-            t_fwd = bench(lambda: tacts[act](tzz.detach()), repeat)
-            rows.append(dict(pass_="backward", impl=f"torch {act} autograd + sum(0)",
-                             seconds=max(t_both - t_fwd, 1e-9), bytes=3 * z.nbytes))
+            f = tacts[act]
+            tz, tb, tgy = torch.from_numpy(z), torch.from_numpy(b), torch.from_numpy(gy)
+            th = (tz + tb).requires_grad_()
+            fwd[f"torch {act}(z + b)"] = lambda: f(tz + tb)
+            # torch's backward alone: autograd through act, then the bias gradient, minus the forward
+            bwd["torch: forward + autograd.grad + sum(0)"] = \
+                lambda: torch.autograd.grad(f(th), th, tgy)[0].sum(0)
+            bwd["torch: forward only"] = lambda: f(th.detach())
+        for name, (med, best) in bench_group(fwd, repeat).items():
+            rows.append(dict(pass_="forward", impl=name, seconds=med, min_seconds=best, bytes=2 * z.nbytes))
+        res = bench_group(bwd, repeat)
+        rows.append(dict(pass_="backward", impl=f"minigrad {act}", seconds=res[f"minigrad {act}"][0],
+                         min_seconds=res[f"minigrad {act}"][1], bytes=3 * z.nbytes))
+        if act in tacts:
+            both, alone = res["torch: forward + autograd.grad + sum(0)"][0], res["torch: forward only"][0]
+            rows.append(dict(pass_="backward", impl=f"torch {act} (autograd + sum(0) - forward)",
+                             seconds=max(both - alone, 1e-9), bytes=3 * z.nbytes))
     return rows
 
 
 def print_table(title, rows, bw):
     print(f"\n{title}")
-    print(f"  {'pass':9s} {'implementation':46s} {'ms':>8s} {'GB/s':>7s} {'% copy':>7s}")
+    print(f"  {'pass':9s} {'implementation':46s} {'ms':>8s} {'min ms':>8s} {'GB/s':>7s} {'% copy':>7s}")
     for r in rows:
         gbs = r["bytes"] / r["seconds"] / 1e9
         r["ms"], r["gb_per_s"], r["fraction_of_copy"] = r["seconds"] * 1e3, gbs, gbs / bw
-        print(f"  {r['pass_']:9s} {r['impl']:46s} {r['ms']:8.3f} {gbs:7.1f} {100 * gbs / bw:6.0f}%")
+        best = f"{r['min_seconds'] * 1e3:8.3f}" if "min_seconds" in r else f"{'':8s}"
+        print(f"  {r['pass_']:9s} {r['impl']:46s} {r['ms']:8.3f} {best} {gbs:7.1f} {100 * gbs / bw:6.0f}%")
 
 
 def main():
@@ -163,19 +172,22 @@ def main():
     print_table(f"all activations, {main_shape[0]} float32 (new array)", rows, bw)
     results["cases"].append(dict(shape=list(main_shape[0]), dtype="float32", activation="all", rows=rows))
 
-    main = {r["impl"]: r["seconds"] for r in results["cases"][0]["rows"]}
-    fused = main["minigrad fused, new array (cached buffer)"]
-    ratios = {"numpy / minigrad (new array)": main["numpy np.maximum(z + b, 0)"] / fused,
-              "numpy / minigrad (fresh np.empty)":
-                  main["numpy np.maximum(z + b, 0)"] / main["minigrad fused, new array (fresh np.empty)"]}
-    if torch is not None:
-        ratios["minigrad / torch.relu(z + b)"] = fused / main["torch torch.relu(z + b)"]
-        ratios["minigrad in place / torch in place"] = \
-            main["minigrad fused, in place"] / main["torch in place z.add_(b).relu_()"]
+    ratios = {}
+    for stat in ("seconds", "min_seconds"):  # medians, and the best runs (least disturbed by load)
+        t = {r["impl"]: r[stat] for r in results["cases"][0]["rows"]}
+        fused = t["minigrad fused, new array (cached buffer)"]
+        r = {"numpy / minigrad (new array)": t["numpy np.maximum(z + b, 0)"] / fused,
+             "numpy / minigrad (fresh np.empty)":
+                 t["numpy np.maximum(z + b, 0)"] / t["minigrad fused, new array (fresh np.empty)"]}
+        if torch is not None:
+            r["minigrad / torch.relu(z + b)"] = fused / t["torch torch.relu(z + b)"]
+            r["minigrad in place / torch in place"] = \
+                t["minigrad fused, in place"] / t["torch in place z.add_(b).relu_()"]
+        ratios["median" if stat == "seconds" else "best"] = r
     results["ratios_1024x4096_f32"] = ratios
-    print("\n(1024, 4096) float32 forward:")
-    for k, v in ratios.items():
-        print(f"  {k}: {v:.2f}x")
+    print("\n(1024, 4096) float32 forward ratios (median / best run):")
+    for k in ratios["median"]:
+        print(f"  {k:40s} {ratios['median'][k]:6.2f}x {ratios['best'][k]:6.2f}x")
 
     for case in results["cases"]:
         for r in case["rows"]:
