@@ -1,0 +1,125 @@
+"""The `minigrad` command: train (defaults reach 95% on digits, save/resume), info, the registry."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import cli
+
+pytest.importorskip("sklearn")
+
+
+def _accuracy(text):
+    m = re.search(r"test loss (\S+)\s+test accuracy (\S+)", text)
+    assert m, text
+    return float(m.group(1)), float(m.group(2))
+
+
+def test_train_defaults_reach_95_percent_on_digits(capsys):
+    assert cli.main(["train", "--verbose", "0", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("digits: 1438 training / 359 test samples; model 64-256-128-10")
+    loss, acc = _accuracy(out)
+    assert acc >= 0.95, out
+
+
+def test_train_flags_and_progress(capsys):
+    code = cli.main(["train", "--dataset", "iris", "--hidden", "16", "--epochs", "3", "--batch-size", "16",
+                     "--optimizer", "sgd", "--lr", "0.05", "--seed", "3", "--verbose", "2"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "model 4-16-3" in out and "sgd lr 0.05" in out
+    assert out.count("Epoch ") == 3 and "Epoch 3/3" in out
+    _accuracy(out)
+
+
+def test_save_then_resume_equals_one_run(tmp_path, capsys):
+    common = ["train", "--dataset", "iris", "--hidden", "8", "--verbose", "0", "--optimizer", "adamw"]
+    straight, part = tmp_path / "straight.safetensors", tmp_path / "part.safetensors"
+    assert cli.main(common + ["--epochs", "4", "--save", str(straight)]) == 0
+    full_out = capsys.readouterr().out
+    assert cli.main(common + ["--epochs", "2", "--save", str(part)]) == 0
+    assert cli.main(common + ["--epochs", "4", "--resume", str(part), "--save", str(part)]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "after epoch 2" in out
+    assert _accuracy(out.splitlines()[-2] if "saved" in out.splitlines()[-1] else out) == _accuracy(full_out)
+    a, b = mg.load(straight), mg.load(part)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k].numpy(), b[k].numpy(), err_msg=k)
+    assert sorted(os.listdir(tmp_path)) == ["part.safetensors", "straight.safetensors"]
+
+
+def test_resume_with_a_different_model_is_refused(tmp_path, capsys):
+    path = tmp_path / "c.safetensors"
+    cli.main(["train", "--dataset", "iris", "--hidden", "8", "--epochs", "1", "--verbose", "0", "--save", str(path)])
+    capsys.readouterr()
+    code = cli.main(["train", "--dataset", "iris", "--hidden", "9", "--epochs", "2", "--verbose", "0",
+                     "--resume", str(path)])
+    assert code == 1
+    assert "sizes" in capsys.readouterr().err
+
+
+def test_missing_resume_file(tmp_path, capsys):
+    assert cli.main(["train", "--resume", str(tmp_path / "nope.safetensors"), "--verbose", "0"]) == 1
+    assert "nope.safetensors" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["train", "--hidden", "a,b"], ["train", "--epochs", "0"],
+                                  ["train", "--dataset", "mnist"], ["train", "--optimizer", "rmsprop"],
+                                  ["frobnicate"]])
+def test_bad_arguments_exit_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    assert "usage: minigrad" in capsys.readouterr().err
+
+
+def test_bad_device(capsys):
+    assert cli.main(["train", "--device", "tpu", "--verbose", "0"]) == 1
+    assert "tpu" in capsys.readouterr().err
+
+
+def test_info(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    for word in ("minigrad:", mg.__version__, "numpy:", np.__version__, "blas:", "cupy:", "gpus:", "kernels:"):
+        assert word in out
+    assert cli.main(["info", "--json"]) == 0
+    import json
+    info = json.loads(capsys.readouterr().out)
+    assert info["numpy"] == np.__version__ and "cpu" in info["kernels"]
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "train" in capsys.readouterr().out
+
+
+def test_registry_adds_a_subcommand(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "COMMANDS", dict(cli.COMMANDS))
+    seen = {}
+
+    def configure(p):
+        p.add_argument("--size", type=int, default=3)
+
+    def run(args):
+        seen["size"] = args.size
+        print("ran")
+
+    cli.register("hello", "say hello", configure, run)
+    assert cli.main(["hello", "--size", "5"]) == 0
+    assert seen == {"size": 5} and "ran" in capsys.readouterr().out
+
+
+def test_python_dash_m_minigrad():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMI_", "PMIX_"))}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-m", "minigrad", "--version"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == f"minigrad {mg.__version__}"
