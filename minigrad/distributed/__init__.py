@@ -34,23 +34,22 @@ exception on any rank aborts all ranks (``MPI_Abort``), and a collective that do
 not complete within ``MINIGRAD_DIST_TIMEOUT`` seconds (default 300) raises
 :class:`DistributedTimeoutError`.
 
-Trainer integration (what ``Trainer.fit`` does under ``mpiexec``)::
+What ``Trainer.fit`` does under ``mpiexec`` (minigrad/train.py), for other training loops::
 
     world = dist.get_world_size()              # 1 without a launcher: nothing below changes
     if world > 1:
-        device = dist.get_device()             # model and batches go there
-        model = dist.DistributedDataParallel(model)          # before building the optimizer
-        sampler = dist.DistributedSampler(len(x), shuffle=shuffle, seed=seed, drop_last=False)
+        if dist.get_device() != "cpu":         # under NCCL: this rank's GPU, "cuda:<local_rank % n>"
+            model.to(dist.get_device())
+        model = dist.DistributedDataParallel(model)          # rank 0's weights everywhere
+        sampler = dist.DistributedSampler(len(x), shuffle=shuffle, seed=seed)
         loader = DataLoader(dataset, batch_size, sampler=sampler)
     for epoch in ...:
-        sampler.set_epoch(epoch)
-        dist.check_equal(len(loader), "batches per epoch")   # clear error on uneven shards
+        sampler.set_epoch(epoch)               # (or loader.set_epoch(epoch))
+        dist.check_equal(len(loader), "the number of batches per epoch")   # clear error, no hang
         ... train; keep loss_sum (loss * batch size), correct, count ...
         loss_sum, correct, count = dist.all_reduce([loss_sum, correct, count])   # sums over ranks
         history["loss"].append(loss_sum / count)
-        (validation: the same with a DistributedSampler(shuffle=False), or on rank 0 only)
-        if dist.is_main_process(): print / tqdm / save checkpoints
-    save weights with model.module.state_dict() (or model.state_dict(): the same, unprefixed)
+        if dist.is_main_process(): print / tqdm / save checkpoints (model.state_dict() has no prefix)
 
 Note that the padded samples DistributedSampler adds (when the data does not split
 evenly) are counted twice in the epoch metrics, as in PyTorch.
