@@ -123,9 +123,12 @@ Act parse_activation(const py::object& a) {
                         "' (expected None, 'relu', 'sigmoid', 'tanh' or 'gelu')");
 }
 
-std::string describe(const py::array& a) {
-  return std::string(py::str(py::make_tuple(a.dtype(), py::tuple(py::cast(std::vector<py::ssize_t>(
-                         a.shape(), a.shape() + a.ndim()))))));
+std::string describe(const py::array& a) {  // e.g. "float32 array of shape (3, 4)"
+  std::string shape;
+  for (py::ssize_t i = 0; i < a.ndim(); ++i)
+    shape += (i ? ", " : "") + std::to_string(a.shape(i));
+  if (a.ndim() == 1) shape += ",";
+  return std::string(py::str(a.dtype())) + " array of shape (" + shape + ")";
 }
 
 // Checks that `a` is a C-contiguous array of dtype T (never converts: no hidden copies).
