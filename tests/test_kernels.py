@@ -18,7 +18,8 @@ except ImportError:
     torch = None
 
 ACTS = [None, "relu", "sigmoid", "tanh", "gelu"]
-SHAPES = [(1, 1), (1, 17), (19, 1), (7, 13), (3, 5, 11), (513, 1031)]
+SHAPES = [(1, 1), (1, 17), (19, 1), (7, 13), (3, 5, 11), (513, 1031),
+          (1, 300007), (300007, 1)]  # the last three are large enough to be split across threads
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-6, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
 HAS_EXT = backend.ext() is not None
@@ -137,8 +138,9 @@ def test_float32_special_values():
 
 
 @needs_ext
-def test_extension_threads_agree():
-    z, b, gy = make((2048, 300), np.float32)
+@pytest.mark.parametrize("shape", [(2048, 300), (300007, 3), (2, 200003)])
+def test_extension_threads_agree(shape):
+    z, b, gy = make(shape, np.float32)
     ext = backend.ext()
     n = ext.get_num_threads()
     try:
