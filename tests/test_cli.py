@@ -123,3 +123,36 @@ def test_python_dash_m_minigrad():
     out = subprocess.run([sys.executable, "-m", "minigrad", "--version"], capture_output=True, text=True,
                          timeout=120, env=env)
     assert out.returncode == 0 and out.stdout.strip() == f"minigrad {mg.__version__}"
+
+
+MPIEXEC = __import__("shutil").which("mpiexec")
+HAVE_MPI = MPIEXEC is not None and __import__("importlib").util.find_spec("mpi4py") is not None
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")
+def test_mpiexec_two_ranks_train(tmp_path):
+    """`mpiexec -n 2 minigrad train`: data-parallel, rank 0 alone prints and saves."""
+    import signal
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMI_", "PMIX_", "MPI_", "HYDRA_"))}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = "1"
+    env["MINIGRAD_DIST_TIMEOUT"] = "60"
+    version = subprocess.run([MPIEXEC, "--version"], capture_output=True, text=True, timeout=30).stdout
+    flags = ["--oversubscribe", "--allow-run-as-root"] if "Open MPI" in version else []
+    path = tmp_path / "dp.safetensors"
+    cmd = [MPIEXEC, *flags, "-n", "2", sys.executable, "-m", "minigrad", "train", "--dataset", "iris",
+           "--hidden", "8", "--epochs", "2", "--verbose", "2", "--save", str(path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"mpiexec -n 2 minigrad train did not finish:\n{out}")
+    assert proc.returncode == 0, out
+    assert "2 ranks" in out and out.count("Epoch 1/2") == 1 and out.count("test accuracy") == 1, out
+    assert mg.load_checkpoint(path, model=mg.train.mlp([4, 8, 3]))["epoch"] == 2
+    assert os.listdir(tmp_path) == ["dp.safetensors"]
