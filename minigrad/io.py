@@ -208,9 +208,10 @@ def save_checkpoint(path, model=None, optimizer=None, scheduler=None, **extra):
     state is always included."""
     arrays, meta = {}, {"kind": "checkpoint"}
     if model is not None:
-        for k, v in model.state_dict().items():
+        weights = model.state_dict()
+        for k, v in weights.items():
             arrays["model." + k] = _host_array(v, k)
-        meta["model"] = _dumps(list(model.state_dict().keys()))
+        meta["model"] = _dumps(list(weights))
     if optimizer is not None:
         meta["optimizer"] = _dumps(_encode(optimizer.state_dict(), arrays, "optimizer."))
     if scheduler is not None:
