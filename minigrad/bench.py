@@ -45,12 +45,12 @@ RSS_MIB = 80                # peak RSS of a minigrad digits training process, at
 IMPORT_S = 0.2              # `import minigrad`, at most
 
 
-def _timing(workload, quick):
+def _timing(workload, quick, gpu=False):
     """(warm-up steps, timed blocks per round, minimum seconds per block, rounds)."""
     if quick:
         return (2, 3, 0.0, 1) if workload in ("wide", "huge") else (10, 5, 0.005, 1)
-    if workload == "huge":
-        return 2, 5, 0.0, 1
+    if workload == "huge":  # about 2 s a step on a 2-core CPU, milliseconds on a GPU
+        return (10, 20, 0.05, 2) if gpu else (2, 5, 0.0, 1)
     if workload == "wide":
         return 5, 15, 0.05, 2
     return 300, 20, 0.02, 3
@@ -405,9 +405,11 @@ def run(workloads=None, backends=None, quick=False, out=None, progress=True):
 
     jobs = []  # (label, spec); rounds interleave the backends of one workload
     for w in workloads:
-        warmup, blocks, min_block_s, rounds = _timing(w, quick)
-        for r in range(rounds):
+        for r in range(max(_timing(w, quick, b.endswith("cuda"))[3] for b in backends)):
             for b in backends:
+                warmup, blocks, min_block_s, rounds = _timing(w, quick, b.endswith("cuda"))
+                if r >= rounds:
+                    continue
                 jobs.append((f"{w} {b}", {"kind": "step", "backend": b, "workload": w, "threads": cores,
                                           "warmup": warmup, "blocks": blocks, "min_block_s": min_block_s}))
     jobs.append(("matmul peak", {"kind": "matmul", "n": 1024 if quick else 4096, "repeats": 3 if quick else 7}))
@@ -579,7 +581,8 @@ def plot(res, path):
         xs = [i + (k - (len(backends) - 1) / 2) * width for i, w in enumerate(workloads) if w in r[b]]
         ys = [r[b][w]["ms"] for w in workloads if w in r[b]]
         bars = ax1.bar(xs, ys, width, label=b, color=colors.get(b))
-        ax1.bar_label(bars, labels=[f"{y:.3g}" for y in ys], fontsize=7, rotation=90, padding=2)
+        ax1.bar_label(bars, labels=[f"{y:.0f}" if y >= 100 else f"{y:.3g}" for y in ys], fontsize=7, rotation=90,
+                      padding=2)
     ax1.set_yscale("log")
     ax1.set_xticks(range(len(workloads)), workloads)
     ax1.set_ylabel("ms per training step (median, log scale)")
