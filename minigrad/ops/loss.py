@@ -7,15 +7,17 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
+from ..tensor import Tensor, tensor
+from .movement import cast, reshape
 
 _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _reduce(xp, loss, reduction):
-    if reduction == "mean":
-        return xp.asarray(loss.mean())
+    if reduction == "mean":  # sum / count, as ndarray.mean computes it, without its Python overhead
+        return xp.asarray(xp.add.reduce(loss, axis=None) / loss.size)
     if reduction == "sum":
-        return xp.asarray(loss.sum())
+        return xp.asarray(xp.add.reduce(loss, axis=None))
     return loss
 
 
@@ -147,17 +149,12 @@ def _check_reduction(name, reduction):
 
 
 def _as_target(target, like):
-    from ..tensor import Tensor
-    if isinstance(target, Tensor):
-        return target
-    from ..tensor import tensor
-    return tensor(target, device=like.device)
+    return target if isinstance(target, Tensor) else tensor(target, device=like.device)
 
 
 def _float_target(name, input, target):
     """Float targets take the input's dtype; anything else (ints, bools) is converted too."""
     if target.data.dtype != input.data.dtype:
-        from .movement import cast
         if target.data.dtype.kind not in "fcbiu":
             raise TypeError(f"{name}: target must be numeric, found dtype {target.data.dtype}")
         target = cast(target, input.data.dtype)
@@ -194,7 +191,6 @@ def cross_entropy(logits, target, reduction="mean"):
     target = _as_target(target, logits)
     x, t = logits.data, target.data
     if x.ndim == 1:
-        from .movement import reshape
         out = cross_entropy(reshape(logits, 1, -1), reshape(target, 1, *t.shape), reduction)
         return reshape(out, ()) if reduction == "none" else out
     if x.ndim != 2:
