@@ -87,6 +87,9 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, loss, metrics=("accuracy",), device=None):
+        self._ddp = None
+        if type(model).__name__ == "DistributedDataParallel" and hasattr(model, "module"):
+            self._ddp, model = model, model.module        # already wrapped by the caller: use that wrapper
         self.model, self.optimizer = model, optimizer
         self.loss = _resolve_loss(loss)
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
@@ -97,7 +100,6 @@ class Trainer:
         self._logits = _is_logits_loss(self.loss)
         if device is not None:
             model.to(resolve_device(device))
-        self._ddp = None
         self.history = {}
         self.epoch = 0
 
