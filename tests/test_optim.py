@@ -1,0 +1,421 @@
+"""mg.optim: PyTorch parity of SGD / Adam / AdamW and the schedulers over 60 steps, flat-buffer
+behaviour (views, re-flattening after model.to or replaced arrays, skipped parameters), state
+dicts with exact resume, and argument validation."""
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import nn, optim
+from minigrad.optim import lr_scheduler
+
+from conftest import torch
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+STEPS = 60
+
+
+def make_model(dtype=mg.float64, seed=0):
+    mg.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 7, activation="relu"), nn.Linear(7, 4, activation="tanh"),
+                         nn.Linear(4, 3)).to(dtype)
+
+
+def batches(n=STEPS, seed=1):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((8, 5)), rng.integers(0, 3, 8)) for _ in range(n)]
+
+
+def train(model, opt, data, sched=None, dtype=np.float64):
+    loss_fn = nn.CrossEntropyLoss()
+    for x, y in data:
+        opt.zero_grad()
+        loss_fn(model(mg.tensor(x.astype(dtype))), mg.tensor(y)).backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return [p.numpy().copy() for p in model.parameters()]
+
+
+def torch_model(model):
+    t = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 4), torch.nn.Tanh(),
+                            torch.nn.Linear(4, 3)).double()
+    with torch.no_grad():
+        for p, q in zip(t.parameters(), model.parameters()):
+            p.copy_(torch.tensor(q.numpy()))
+    return t
+
+
+def torch_train(t, opt, data, sched=None):
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for x, y in data:
+        opt.zero_grad()
+        loss_fn(t(torch.tensor(x)), torch.tensor(y)).backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return [p.detach().numpy() for p in t.parameters()]
+
+
+def assert_params_close(a, b, rtol=1e-9, atol=1e-12):
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+OPTIMIZERS = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9)),
+    ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=1e-2)),
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+    ("SGD", dict(lr=0.05, momentum=0.5, nesterov=True, weight_decay=1e-3)),
+    ("Adam", dict(lr=1e-2)),
+    ("Adam", dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2)),
+    ("Adam", dict(lr=1e-2, amsgrad=True)),
+    ("Adam", dict(lr=1e-2, betas=(0.3, 0.9))),        # torch.lerp's other branch (weight >= 0.5)
+    ("AdamW", dict(lr=1e-2)),
+    ("AdamW", dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("name, kwargs", OPTIMIZERS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(OPTIMIZERS)])
+def test_torch_parity_60_steps(name, kwargs):
+    model = make_model()
+    t = torch_model(model)
+    data = batches()
+    ours = train(model, getattr(optim, name)(model.parameters(), **kwargs), data)
+    theirs = torch_train(t, getattr(torch.optim, name)(t.parameters(), **kwargs), data)
+    assert_params_close(ours, theirs)
+
+
+SCHEDULERS = [
+    ("StepLR", dict(step_size=7, gamma=0.5)),
+    ("ExponentialLR", dict(gamma=0.95)),
+    ("CosineAnnealingLR", dict(T_max=25, eta_min=1e-3)),   # 60 steps run past T_max: the cosine continues
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("name, kwargs", SCHEDULERS)
+def test_torch_parity_schedulers(name, kwargs):
+    model = make_model()
+    t = torch_model(model)
+    data = batches()
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    topt = torch.optim.SGD(t.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    sched = getattr(lr_scheduler, name)(opt, **kwargs)
+    tsched = getattr(torch.optim.lr_scheduler, name)(topt, **kwargs)
+    lrs, tlrs = [], []
+    for x, y in data:
+        train(model, opt, [(x, y)], sched)
+        torch_train(t, topt, [(x, y)], tsched)
+        lrs.append(sched.get_last_lr()[0])
+        tlrs.append(tsched.get_last_lr()[0])
+    np.testing.assert_allclose(lrs, tlrs, rtol=1e-12, atol=1e-15)
+    assert_params_close([p.numpy() for p in model.parameters()], [p.detach().numpy() for p in t.parameters()])
+
+
+@needs_torch
+def test_torch_parity_inverse_time_decay_as_lambda_lr():
+    model = make_model()
+    t = torch_model(model)
+    data = batches()
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    topt = torch.optim.SGD(t.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    ours = train(model, opt, data, lr_scheduler.InverseTimeDecay(opt, decay=0.01))
+    theirs = torch_train(t, topt, data, torch.optim.lr_scheduler.LambdaLR(topt, lambda i: 1.0 / (1.0 + 0.01 * i)))
+    assert_params_close(ours, theirs)
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_torch_parity_parameters_without_grad_are_skipped(name):
+    """A parameter that gets no gradient on some steps is skipped (no momentum, no Adam step count)."""
+    mg.manual_seed(0)
+    a, b = nn.Linear(4, 3).double(), nn.Linear(4, 3).double()
+    ta, tb = torch.nn.Linear(4, 3).double(), torch.nn.Linear(4, 3).double()
+    with torch.no_grad():
+        for p, q in zip(list(ta.parameters()) + list(tb.parameters()), list(a.parameters()) + list(b.parameters())):
+            p.copy_(torch.tensor(q.numpy()))
+    kw = dict(lr=0.05, momentum=0.9) if name == "SGD" else dict(lr=0.01)
+    opt = getattr(optim, name)(list(a.parameters()) + list(b.parameters()), **kw)
+    topt = getattr(torch.optim, name)(list(ta.parameters()) + list(tb.parameters()), **kw)
+    rng = np.random.default_rng(0)
+    for i in range(STEPS):
+        x = rng.standard_normal((6, 4))
+        use_b = i % 3 == 0
+        opt.zero_grad(), topt.zero_grad()
+        out = a(mg.tensor(x)) + b(mg.tensor(x)) if use_b else a(mg.tensor(x))
+        tout = ta(torch.tensor(x)) + tb(torch.tensor(x)) if use_b else ta(torch.tensor(x))
+        (out * out).sum().backward()
+        (tout * tout).sum().backward()
+        opt.step(), topt.step()
+    assert_params_close([p.numpy() for p in list(a.parameters()) + list(b.parameters())],
+                        [p.detach().numpy() for p in list(ta.parameters()) + list(tb.parameters())])
+    if name == "Adam":
+        steps = [opt.state[p]["step"] for p in opt.param_groups[0]["params"]]
+        assert steps == [STEPS, STEPS, STEPS // 3, STEPS // 3]
+
+
+@needs_torch
+def test_torch_parity_param_groups():
+    model = make_model()
+    t = torch_model(model)
+    ps, tps = list(model.parameters()), list(t.parameters())
+    opt = optim.Adam([{"params": ps[:2], "lr": 0.05}, {"params": ps[2:]}], lr=0.01)
+    topt = torch.optim.Adam([{"params": tps[:2], "lr": 0.05}, {"params": tps[2:]}], lr=0.01)
+    data = batches()
+    assert_params_close(train(model, opt, data), torch_train(t, topt, data))
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 0.01]
+
+
+# --- flat buffers ------------------------------------------------------------------------------
+def test_parameters_are_views_of_one_flat_buffer():
+    model = make_model(mg.float32)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    bases = {id(p.data.base) for p in model.parameters()}
+    assert len(bases) == 1
+    flat = next(iter(model.parameters())).data.base
+    assert flat.size == sum(p.data.size for p in model.parameters())
+    assert len(opt._buckets[0]) == 1
+
+
+def test_mixed_dtypes_get_one_buffer_each():
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2).double()
+    opt = optim.Adam(list(a.parameters()) + list(b.parameters()))
+    assert len(opt._buckets[0]) == 2
+    a(mg.ones(1, 3)).sum().backward()
+    b(mg.ones(1, 3, dtype=mg.float64)).sum().backward()
+    before = [p.numpy().copy() for p in list(a.parameters()) + list(b.parameters())]
+    opt.step()
+    after = [p.numpy() for p in list(a.parameters()) + list(b.parameters())]
+    assert all((x != y).any() for x, y in zip(before[::2], after[::2]))   # weights moved
+    assert a.weight.dtype == np.float32 and b.weight.dtype == np.float64
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_model_to_after_optimizer_reflattens(name):
+    """model.to(dtype) replaces the parameters' arrays: the optimizer must train the new ones and
+    carry its state over, exactly as an optimizer rebuilt from a state dict would."""
+    data = batches(12)
+    kw = dict(lr=0.05, momentum=0.9, nesterov=True) if name == "SGD" else dict(lr=0.01)
+    m1 = make_model(mg.float32)
+    o1 = getattr(optim, name)(m1.parameters(), **kw)
+    train(m1, o1, data[:6], dtype=np.float32)
+    m2 = make_model(mg.float32, seed=3)
+    m2.load_state_dict(m1.state_dict())
+    sd = o1.state_dict()
+
+    m1.to(mg.float64)
+    ours = train(m1, o1, data[6:])
+    assert all(p.data.base is not None for p in m1.parameters())  # views of a new float64 buffer
+    assert all(v.dtype == np.float64 for st in o1.state.values() for k, v in st.items() if k != "step")
+
+    m2.to(mg.float64)
+    o2 = getattr(optim, name)(m2.parameters(), **kw)
+    o2.load_state_dict(sd)
+    ref = train(m2, o2, data[6:])
+    for a, b in zip(ours, ref):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_replaced_parameter_array_is_trained():
+    p = nn.Parameter(mg.ones(3))
+    opt = optim.SGD([p], lr=1.0)
+    p.data = np.full(3, 5.0, np.float32)    # replaced, not written in place
+    p.grad = mg.ones(3)
+    opt.step()
+    np.testing.assert_array_equal(p.numpy(), [4.0, 4.0, 4.0])
+    p.grad = mg.ones(3)
+    opt.step()
+    np.testing.assert_array_equal(p.numpy(), [3.0, 3.0, 3.0])
+
+
+def test_load_state_dict_on_model_keeps_views():
+    model = make_model(mg.float32)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    views = [p.data for p in model.parameters()]
+    model.load_state_dict(make_model(mg.float32, seed=5).state_dict())
+    assert all(p.data is v for p, v in zip(model.parameters(), views))
+    train(model, opt, batches(1), dtype=np.float32)
+
+
+def test_zero_grad():
+    model = make_model()
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    model(mg.zeros(2, 5, dtype=mg.float64)).sum().backward()
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.numpy().any() for p in model.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+    opt.step()   # no gradients: nothing happens
+
+
+def test_closure_is_called():
+    p = nn.Parameter(mg.tensor([2.0]))
+    opt = optim.SGD([p], lr=0.25)
+
+    def closure():
+        opt.zero_grad()
+        loss = (p * p).sum()
+        loss.backward()
+        return loss
+    assert opt.step(closure).item() == 4.0
+    assert p.item() == 1.0
+
+
+# --- state dicts -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, kwargs", [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+                                          ("Adam", dict(lr=1e-2, amsgrad=True)), ("AdamW", dict(lr=1e-2))])
+def test_state_dict_resume_continues_identically(name, kwargs):
+    data = batches()
+    m1 = make_model(mg.float32)
+    o1 = getattr(optim, name)(m1.parameters(), **kwargs)
+    s1 = lr_scheduler.CosineAnnealingLR(o1, T_max=40)
+    train(m1, o1, data[:30], s1, np.float32)
+    model_sd = {k: v.numpy().copy() for k, v in m1.state_dict().items()}
+    opt_sd, sched_sd = o1.state_dict(), s1.state_dict()
+    straight = train(m1, o1, data[30:], s1, np.float32)
+
+    m2 = make_model(mg.float32, seed=9)
+    o2 = getattr(optim, name)(m2.parameters(), **kwargs)
+    s2 = lr_scheduler.CosineAnnealingLR(o2, T_max=40)
+    m2.load_state_dict(model_sd)
+    o2.load_state_dict(opt_sd)
+    s2.load_state_dict(sched_sd)
+    resumed = train(m2, o2, data[30:], s2, np.float32)
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_state_dict_format_like_pytorch():
+    model = make_model()
+    opt = optim.Adam([{"params": list(model.parameters())[:2]}, {"params": list(model.parameters())[2:], "lr": 0.1}])
+    sd = opt.state_dict()
+    assert sd["state"] == {}
+    assert [g["params"] for g in sd["param_groups"]] == [[0, 1], [2, 3, 4, 5]]
+    assert sd["param_groups"][1]["lr"] == 0.1 and sd["param_groups"][0]["betas"] == (0.9, 0.999)
+    train(model, opt, batches(2))
+    sd = opt.state_dict()
+    assert sorted(sd["state"]) == list(range(6))
+    st = sd["state"][0]
+    assert st["step"] == 2 and set(st) == {"step", "exp_avg", "exp_avg_sq"}
+    assert st["exp_avg"].shape == (7, 5)
+    before = st["exp_avg"].numpy().copy()
+    train(model, opt, batches(1))
+    np.testing.assert_array_equal(st["exp_avg"].numpy(), before)   # a copy, not the live buffer
+
+    sgd = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    assert sgd.state_dict()["state"] == {}
+    train(model, sgd, batches(1))
+    assert set(sgd.state_dict()["state"][0]) == {"momentum_buffer"}
+    assert set(optim.SGD(model.parameters(), lr=0.1).state_dict()["state"]) == set()
+
+
+@needs_torch
+def test_load_pytorch_state_dict():
+    """A torch Adam state dict (tensor steps, torch tensors converted to arrays) loads and continues."""
+    model = make_model()
+    t = torch_model(model)
+    data = batches()
+    topt = torch.optim.Adam(t.parameters(), lr=0.01)
+    torch_train(t, topt, data[:20])
+    tsd = topt.state_dict()
+    sd = {"state": {k: {n: (v.numpy() if n != "step" else v) for n, v in st.items()} for k, st in tsd["state"].items()},
+          "param_groups": tsd["param_groups"]}
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), t.parameters()):
+            p.data[...] = q.numpy()
+    opt = optim.Adam(model.parameters(), lr=0.5)
+    opt.load_state_dict(sd)
+    assert opt.param_groups[0]["lr"] == 0.01
+    assert_params_close(train(model, opt, data[20:]), torch_train(t, topt, data[20:]))
+
+
+def test_load_state_dict_mismatches():
+    model = make_model()
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train(model, opt, batches(1))
+    sd = opt.state_dict()
+    other = optim.SGD(list(model.parameters())[:2], lr=0.1)
+    with pytest.raises(ValueError, match="parameter group 0 has 6 parameters, this optimizer's has 2"):
+        other.load_state_dict(sd)
+    two = optim.SGD([{"params": list(model.parameters())[:2]}, {"params": list(model.parameters())[2:]}], lr=0.1)
+    with pytest.raises(ValueError, match="has 1 parameter groups, this optimizer has 2"):
+        two.load_state_dict(sd)
+    bad = {"state": {**sd["state"], 0: {"momentum_buffer": mg.zeros(3)}}, "param_groups": sd["param_groups"]}
+    with pytest.raises(ValueError, match=r"'momentum_buffer' for parameter 0 has shape \(3,\), the parameter has "
+                                         r"shape \(7, 5\)"):
+        opt.load_state_dict(bad)
+
+
+# --- schedulers --------------------------------------------------------------------------------
+def test_inverse_time_decay_is_keras_decay():
+    p = nn.Parameter(mg.zeros(1))
+    opt = optim.SGD([p], lr=0.01)
+    sched = lr_scheduler.InverseTimeDecay(opt, decay=1e-3)
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    np.testing.assert_allclose(lrs, [0.01 / (1 + 1e-3 * i) for i in range(5)], rtol=1e-15)
+
+
+def test_scheduler_closed_forms():
+    p = nn.Parameter(mg.zeros(1))
+    opt = optim.SGD([p], lr=1.0)
+    s = lr_scheduler.StepLR(opt, step_size=3, gamma=0.1)
+    got = [opt.param_groups[0]["lr"]] + [(s.step(), s.get_last_lr()[0])[1] for _ in range(6)]
+    np.testing.assert_allclose(got, [1, 1, 1, 0.1, 0.1, 0.1, 0.01])
+    opt = optim.SGD([p], lr=1.0)
+    s = lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+    got = [s.get_last_lr()[0]] + [(s.step(), s.get_last_lr()[0])[1] for _ in range(4)]
+    np.testing.assert_allclose(got, [1, (1 + np.cos(np.pi / 4)) / 2, 0.5, (1 - np.cos(np.pi / 4)) / 2, 0], atol=1e-15)
+    opt = optim.SGD([p], lr=2.0)
+    s = lr_scheduler.ExponentialLR(opt, gamma=0.5)
+    s.step(), s.step()
+    assert opt.param_groups[0]["lr"] == 0.5
+    assert "ExponentialLR(" in repr(s)
+
+
+# --- validation --------------------------------------------------------------------------------
+def test_argument_validation():
+    ps = list(make_model().parameters())
+    with pytest.raises(ValueError, match="invalid learning rate -1"):
+        optim.SGD(ps, lr=-1)
+    with pytest.raises(ValueError, match="Nesterov momentum requires a momentum > 0 and zero dampening"):
+        optim.SGD(ps, lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="required optimization parameter lr"):
+        optim.SGD(ps)
+    with pytest.raises(ValueError, match=r"betas must lie in \[0, 1\)"):
+        optim.Adam(ps, betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="empty parameter list"):
+        optim.Adam([])
+    with pytest.raises(ValueError, match="more than once"):
+        optim.Adam(ps + ps[:1])
+    with pytest.raises(TypeError, match="single Tensor"):
+        optim.Adam(ps[0])
+    with pytest.raises(TypeError, match="floating point"):
+        optim.SGD([mg.tensor([1, 2])], lr=0.1)
+    with pytest.raises(ValueError, match="leaf tensors"):
+        optim.SGD([ps[0] * 2], lr=0.1)
+
+
+def test_repr():
+    r = repr(optim.SGD(make_model().parameters(), lr=0.1, momentum=0.9))
+    assert r.startswith("SGD (\nParameter Group 0\n") and "    momentum: 0.9" in r
+
+
+def test_learns_on_cuda_device(device):
+    model = make_model(mg.float32).to(device)
+    opt = optim.Adam(model.parameters(), lr=0.05)
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = batches(1)[0]
+    x, y = mg.tensor(x.astype(np.float32), device=device), mg.tensor(y, device=device)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
