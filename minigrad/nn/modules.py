@@ -6,10 +6,11 @@ import numpy as np
 
 from . import functional as F, init
 from .module import Module, Parameter
+from .. import kernels
 from ..backend import device as _device, xp_for
 from ..ops import flatten as _flatten
-
-_ACTIVATIONS = (None, "relu", "sigmoid", "tanh", "gelu")
+from ..ops.nn import Linear as _LinearFn
+from ..tensor import _wrap
 
 
 class Linear(Module):
@@ -21,15 +22,14 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, activation=None, dtype=None, device=None):
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"Linear: activation must be one of {_ACTIVATIONS}, found {activation!r}")
+        activation = kernels.check_activation(activation, "Linear")
         self.in_features, self.out_features, self.activation = in_features, out_features, activation
         dev = _device(device)
         dt = np.dtype(dtype or np.float32)
         xp = xp_for(dev)
-        self.weight = Parameter(_on(xp.empty((out_features, in_features), dt), dev))
+        self.weight = Parameter(_wrap(xp.empty((out_features, in_features), dt), dev))
         if bias:
-            self.bias = Parameter(_on(xp.empty((out_features,), dt), dev))
+            self.bias = Parameter(_wrap(xp.empty((out_features,), dt), dev))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -45,17 +45,15 @@ class Linear(Module):
             raise ValueError(f"Linear(in_features={self.in_features}, out_features={self.out_features}) expected "
                              f"input with last dimension {self.in_features}, found input of shape "
                              f"{tuple(x.data.shape)}")
-        return F.linear(x, self.weight, self.bias, self.activation)
+        b = self.bias  # ops.nn.linear minus its activation-name check, done once in __init__
+        if b is None:
+            return _LinearFn.apply(x, self.weight, activation=self.activation)
+        return _LinearFn.apply(x, self.weight, b, activation=self.activation)
 
     def extra_repr(self):
         act = "" if self.activation is None else f", activation={self.activation!r}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}{act}")
-
-
-def _on(arr, dev):
-    from ..tensor import _wrap
-    return _wrap(arr, dev)
 
 
 class ReLU(Module):
