@@ -419,3 +419,15 @@ def test_learns_on_cuda_device(device):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_gradient_of_wrong_shape_is_named():
+    a, b = nn.Parameter(mg.zeros(2, 3)), nn.Parameter(mg.zeros(4))
+    opt = optim.SGD([a, b], lr=0.1)
+    a.grad, b.grad = mg.zeros(2, 3), mg.zeros(5)
+    with pytest.raises(RuntimeError, match=r"parameter of shape \(4,\) has a gradient of shape \(5,\)"):
+        opt.step()
+    b.grad = None
+    a.grad = mg.zeros(6)
+    with pytest.raises(RuntimeError, match=r"parameter of shape \(2, 3\) has a gradient of shape \(6,\)"):
+        opt.step()

@@ -188,6 +188,9 @@ class Optimizer:
                 except AttributeError:  # a parameter without a gradient: update the others one by one
                     self._step_each(group, b)
                     continue
+                except (ValueError, TypeError):
+                    _check_grads(b.params)
+                    raise
                 if b.steps is not None:
                     self._step_each(group, b)
                     continue
@@ -200,6 +203,7 @@ class Optimizer:
         for j, p in enumerate(b.params):
             if p.grad is None:
                 continue
+            _check_grads([p])
             sl = b.segment(j)
             g = b.grad[sl]
             g[...] = p.grad.data.reshape(-1)
@@ -308,3 +312,17 @@ class Optimizer:
                     lines.append(f"    {k}: {group[k]}")
         return "\n".join(lines) + "\n)"
 
+
+
+def _check_grads(params):
+    """Raise a clear error for a gradient that does not match its parameter."""
+    for i, p in enumerate(params):
+        g = p.grad
+        if g is None:
+            continue
+        if tuple(g.data.shape) != tuple(p.data.shape):
+            raise RuntimeError(f"optimizer step: a parameter of shape {tuple(p.data.shape)} has a gradient of "
+                               f"shape {tuple(g.data.shape)}")
+        if device_of(g.data) is not device_of(p.data):
+            raise RuntimeError(f"optimizer step: a parameter on {device_of(p.data)} has its gradient on "
+                               f"{device_of(g.data)}")
