@@ -8,8 +8,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import autograd
-from ..backend import device as _device, to_device
-from ..backend import device_of
+from ..backend import device as _device, device_of, to_device
 from ..tensor import Tensor, _as_array, _wrap
 
 

@@ -11,8 +11,6 @@ parameters' current arrays, converting the state to their device and dtype: it n
 stale copy."""
 from collections import OrderedDict
 
-import numpy as np
-
 from .. import autograd
 from ..backend import device_of, get_array_module, to_device
 from ..tensor import Tensor, _wrap
@@ -234,13 +232,15 @@ class Optimizer:
     @property
     def state(self):
         """param -> {name: Tensor view of its live state (and "step" where the optimizer has one)}."""
-        st = {}
+        return {p: d for p, d in self._state_entries(copy=False)}
+
+    def _state_entries(self, copy):
+        """(param, {"step": int (Adam), name: Tensor}) for every parameter that has been updated."""
         for i in range(len(self.param_groups)):
             for p, step, arrays in self._param_state(i):
                 d = {"step": step} if self._has_step else {}
-                d.update((n, _wrap(a, p.device)) for n, a in arrays.items())
-                st[p] = d
-        return st
+                d.update((n, _wrap(a.copy() if copy else a, p.device)) for n, a in arrays.items())
+                yield p, d
 
     def state_dict(self):
         """{"state": {index: {name: Tensor copy, "step": int}}, "param_groups": [{..., "params": [index, ...]}]},
@@ -251,12 +251,7 @@ class Optimizer:
             g = {k: v for k, v in group.items() if k != "params"}
             g["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
             groups.append(g)
-        state = {}
-        for i in range(len(self.param_groups)):
-            for p, step, arrays in self._param_state(i):
-                d = {"step": step} if self._has_step else {}
-                d.update((n, _wrap(a.copy(), p.device)) for n, a in arrays.items())
-                state[index[id(p)]] = d
+        state = {index[id(p)]: d for p, d in self._state_entries(copy=True)}
         return {"state": dict(sorted(state.items())), "param_groups": groups}
 
     def load_state_dict(self, state_dict):
