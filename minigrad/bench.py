@@ -604,6 +604,9 @@ def plot(res, path):
         ys = [res["ratios"][d][w] for w in workloads if w in res["ratios"][d]]
         bars = ax2.bar(xs, ys, width, label=f"minigrad / PyTorch ({d})", color="tab:blue" if d == "cpu" else "tab:cyan")
         ax2.bar_label(bars, labels=[f"{y:.2f}" for y in ys], fontsize=8, padding=2)
+        best = res.get("ratios_of_min", {}).get(d, {})
+        ax2.scatter([i + off for i, w in enumerate(workloads) if w in best], [best[w] for w in workloads if w in best],
+                    marker="D", s=18, color="black", zorder=3, label=f"same, fastest blocks ({d})")
         for i, w in enumerate(workloads):
             if w in RATIO_TARGETS[d]:
                 ax2.hlines(RATIO_TARGETS[d][w], i + off - width / 2, i + off + width / 2, colors="red", linewidth=2,
@@ -620,7 +623,9 @@ def plot(res, path):
         ax2.legend(fontsize=8)
     env = res["env"]
     fig.suptitle(f"minigrad vs PyTorch {env.get('torch')} - {env['cpu']}, {env['cores']} cores"
-                 f"{', ' + env['gpus'][0] if env['gpus'] else ''} - {res['date'][:10]}", fontsize=10)
+                 f"{', ' + env['gpus'][0] if env['gpus'] else ''} - {res['date'][:10]}"
+                 + (f" - load average {env['loadavg_start'][0]:.1f} to {env['loadavg_end'][0]:.1f}"
+                    if env.get("loadavg_start") and env.get("loadavg_end") else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
