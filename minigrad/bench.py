@@ -430,7 +430,7 @@ def run(workloads=None, backends=None, quick=False, out=None, progress=True):
         data.unlink(missing_ok=True)
 
     res = {"schema": 1, "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": socket.gethostname(),
-           "command": " ".join((["minigrad bench"] if _invoked_as_cli() else ["python", sys.argv[0]]) + sys.argv[1:]),
+           "command": " ".join((["minigrad"] if _invoked_as_cli() else ["python", sys.argv[0]]) + sys.argv[1:]),
            "quick": quick, "env": env, "workloads": {w: {"sizes": WORKLOADS[w][0], "batch": WORKLOADS[w][1],
                                                         "optimizer": WORKLOADS[w][2]} for w in workloads},
            "backends": backends, "backends_unavailable": skipped or [b for b in BACKENDS if not have[b]],
