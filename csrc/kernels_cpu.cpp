@@ -154,18 +154,27 @@ int threads_for(int64_t elements) {
   return static_cast<int>(std::min<int64_t>(g_num_threads.load(), by_size));
 }
 
-// Calls f(t, nt) for t in [0, nt): t = 0 on the calling thread, the rest on fresh threads.
-template <typename F> void run_parallel(int nt, const F& f) {
+// Calls f(c, chunks) once for every c in [0, chunks), on nt threads (the calling one and nt - 1
+// fresh ones) that each take the next chunk until none is left. With a few chunks per thread, a
+// thread that the OS delays (a busy machine) leaves its share to the others instead of holding
+// everyone up. Which thread runs a chunk never changes the result.
+template <typename F> void parallel_chunks(int nt, int chunks, const F& f) {
   if (nt <= 1) {
-    f(0, 1);
+    for (int c = 0; c < chunks; ++c) f(c, chunks);
     return;
   }
+  std::atomic<int> next{0};
+  auto work = [&] {
+    for (int c = next++; c < chunks; c = next++) f(c, chunks);
+  };
   std::vector<std::thread> pool;
   pool.reserve(nt - 1);
-  for (int t = 1; t < nt; ++t) pool.emplace_back([&f, t, nt] { f(t, nt); });
-  f(0, nt);
+  for (int t = 1; t < nt; ++t) pool.emplace_back(work);
+  work();
   for (auto& th : pool) th.join();
 }
+
+inline int chunks_for(int nt) { return nt <= 1 ? 1 : 4 * nt; }
 
 // [lo, hi) of the t-th of nt nearly equal parts of [0, n); inner cuts aligned to `align`.
 inline void split(int64_t n, int t, int nt, int64_t align, int64_t& lo, int64_t& hi) {
@@ -200,10 +209,10 @@ MINIGRAD_VECTOR_CLONES void forward_block(const T* z, const T* b, T* y, int64_t 
 template <typename T, Act A, bool HasBias, bool InPlace>
 void forward_impl(const T* z, const T* b, T* y, int64_t n, int64_t m) {
   int nt = threads_for(n * m);
-  run_parallel(nt, [&](int t, int nt) {
+  parallel_chunks(nt, chunks_for(nt), [&](int c, int chunks) {
     int64_t r0 = 0, r1 = n, c0 = 0, c1 = m;
-    if (n >= nt) split(n, t, nt, 1, r0, r1);  // whole rows per thread
-    else split(m, t, nt, 16, c0, c1);         // a few long rows: split the columns
+    if (n >= nt) split(n, c, chunks, 1, r0, r1);  // whole rows per chunk
+    else split(m, c, chunks, 16, c0, c1);         // a few long rows: split the columns
     forward_block<T, A, HasBias, InPlace>(z, b, y, r0, r1, c0, c1, m);
   });
 }
@@ -243,13 +252,14 @@ MINIGRAD_VECTOR_CLONES void backward_block(const T* gy, const T* s, const T* b, 
 template <typename T, Act A, bool HasBias, bool WantGz, bool WantGb>
 void backward_impl(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n, int64_t m) {
   int nt = threads_for(n * m);
+  int chunks = chunks_for(nt);
   auto block = backward_block<T, A, HasBias, WantGz, WantGb>;
-  if (!WantGb || m >= 64 * nt) {
-    // Each thread owns whole columns (or whole rows when there is no sum): no reduction needed.
-    run_parallel(nt, [&](int t, int nt) {
+  if (!WantGb || m >= 16 * chunks) {
+    // Each chunk owns whole columns (or whole rows when there is no sum): no reduction needed.
+    parallel_chunks(nt, chunks, [&](int c, int chunks) {
       int64_t r0 = 0, r1 = n, c0 = 0, c1 = m;
-      if (!WantGb && n >= nt) split(n, t, nt, 1, r0, r1);
-      else split(m, t, nt, 16, c0, c1);
+      if (!WantGb && n >= nt) split(n, c, chunks, 1, r0, r1);
+      else split(m, c, chunks, 16, c0, c1);
       std::vector<double> acc(WantGb ? c1 - c0 : 0, 0.0);
       block(gy, s, b, gz, acc.data(), r0, r1, c0, c1, m);
       if constexpr (WantGb)
@@ -257,16 +267,16 @@ void backward_impl(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n,
     });
     return;
   }
-  // Narrow matrices: split the rows, one partial sum per thread, added up in a fixed order.
-  std::vector<double> partial(static_cast<size_t>(nt) * m, 0.0);
-  run_parallel(nt, [&](int t, int nt) {
+  // Narrow matrices: split the rows, one partial sum per chunk, added up in chunk order.
+  std::vector<double> partial(static_cast<size_t>(chunks) * m, 0.0);
+  parallel_chunks(nt, chunks, [&](int c, int chunks) {
     int64_t r0, r1;
-    split(n, t, nt, 1, r0, r1);
-    block(gy, s, b, gz, partial.data() + t * m, r0, r1, 0, m, m);
+    split(n, c, chunks, 1, r0, r1);
+    block(gy, s, b, gz, partial.data() + c * m, r0, r1, 0, m, m);
   });
   for (int64_t j = 0; j < m; ++j) {
     double total = 0.0;
-    for (int t = 0; t < nt; ++t) total += partial[t * m + j];
+    for (int c = 0; c < chunks; ++c) total += partial[c * m + j];
     gb[j] = static_cast<T>(total);
   }
 }
