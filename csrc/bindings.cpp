@@ -11,6 +11,9 @@
 #include <pybind11/stl.h>
 
 #include <cstdlib>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -40,10 +43,21 @@ class BufferCache {
         return p;
       }
     }
-    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    return allocate(bytes);
+  }
+  // Blocks of 4 MiB and more are aligned to 2 MiB and asked to use transparent huge pages, as
+  // NumPy does for its large arrays: far fewer page faults and TLB misses when streaming.
+  static void* allocate(size_t bytes) {
+    const size_t align = bytes >= 2 * kHugePage ? kHugePage : 64;
+    const size_t size = (bytes + align - 1) / align * align;
+    void* p = std::aligned_alloc(align, size);
     if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (align == kHugePage) madvise(p, size, MADV_HUGEPAGE);
+#endif
     return p;
   }
+
   void put(void* p, size_t bytes) {
     std::lock_guard<std::mutex> lock(mu_);
     if (bytes < kMinBytes || cached_ + bytes > limit_) {
@@ -74,6 +88,7 @@ class BufferCache {
 
  private:
   static constexpr size_t kMinBytes = 1 << 16;  // small blocks are cheap from malloc anyway
+  static constexpr size_t kHugePage = 1 << 21;
   std::mutex mu_;
   std::multimap<size_t, void*> free_;
   size_t cached_ = 0;
