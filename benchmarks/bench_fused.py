@@ -4,15 +4,16 @@
 
 For each shape: forward y = relu(z + b) returning a new array and in place, and the backward
 (gz = gy * relu'(y), gb = gz.sum(0)); then every activation on the main shape. Times are medians
-in ms; the implementations compared in one block run interleaved, so that load from elsewhere on
-the machine hits them alike. GB/s counts the bytes each must move (forward: read z, write y;
-backward: read gy and y, write gz) against np.copyto's measured copy bandwidth. Prints a table
-and writes benchmarks/results/bench_fused.json.
+(and best runs) in ms; the implementations compared in one block take turns, 5 passes of
+back-to-back calls each, so that load from elsewhere on the machine hits them alike. GB/s counts
+the bytes each must move (forward: read z, write y; backward: read gy and y, write gz), compared
+with np.copyto's measured copy bandwidth. Prints a table, writes benchmarks/results/bench_fused.json.
 
 "new array" rows differ in where the output memory comes from: minigrad's kernel takes it from the
-extension's buffer cache (pages reused, as a training step sees), NumPy and PyTorch from malloc
-(fresh 16 MiB blocks are mmapped and page-faulted on first touch); the "fresh np.empty" row runs
-minigrad's kernel into freshly allocated memory for comparison.
+extension's buffer cache (mapped pages reused, as in a training step), NumPy and PyTorch from
+malloc (a large block may come back freshly mmapped and be page-faulted on first touch, depending
+on the allocator's state); the "fresh np.empty" row runs minigrad's kernel into memory from
+np.empty for comparison.
 """
 import argparse
 import json
@@ -32,9 +33,10 @@ except ImportError:
     torch = None
 
 
-def bench_group(fns, repeat, min_time=0.3):
-    """{name: (median, min) seconds} of each fn(). The functions run interleaved, one call each per
-    round, so that load from elsewhere on the machine hits all of them alike."""
+def bench_group(fns, repeat, min_time=0.3, passes=5):
+    """{name: (median, min) seconds per call} of each fn(). The functions take turns in `passes`
+    passes of back-to-back calls, so that load from elsewhere on the machine hits all of them
+    alike while each call still finds the state its own previous call left (caches, allocator)."""
     for fn in fns.values():
         fn()
         fn()
@@ -42,13 +44,16 @@ def bench_group(fns, repeat, min_time=0.3):
     for fn in fns.values():
         fn()
     once = time.perf_counter() - t0
-    rounds = max(repeat, min(1000, int(min_time / max(once, 1e-7))))
+    calls = max(repeat, min(1000, int(min_time / max(once, 1e-7))))
+    per_pass = max(1, calls // passes)
     times = {name: [] for name in fns}
-    for _ in range(rounds):
+    for _ in range(passes):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            fn()  # settle after the previous function
+            for _ in range(per_pass):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
     return {name: (float(np.median(t)), float(np.min(t))) for name, t in times.items()}
 
 
