@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 
@@ -145,37 +146,54 @@ def print_table(title, rows, bw):
         print(f"  {r['pass_']:9s} {r['impl']:46s} {r['ms']:8.3f} {best} {gbs:7.1f} {100 * gbs / bw:6.0f}%")
 
 
+CASES = [((1024, 4096), "float32"), ((256, 1024), "float32"), ((4096, 4096), "float32"),
+         ((1024, 4096), "float64"), ((128, 64), "float32")]
+
+
+def run_case(index, repeat):
+    """One table in this process: a relu case, or (index == len(CASES)) every activation."""
+    if index < len(CASES):
+        shape, dtype = CASES[index]
+        return dict(shape=list(shape), dtype=dtype, activation="relu",
+                    rows=relu_rows(shape, np.dtype(dtype), repeat))
+    shape, dtype = CASES[0]
+    return dict(shape=list(shape), dtype=dtype, activation="all",
+                rows=activation_rows(shape, np.dtype(dtype), repeat))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="only the (1024, 4096) float32 case")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                   "bench_fused.json"))
+    ap.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = ap.parse_args()
+    if args.case is not None:
+        print(json.dumps(run_case(args.case, args.repeat)))
+        return
 
     info = backend.backend_info()
     print(f"minigrad kernels: {info}")
     if torch is not None:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    main_shape = ((1024, 4096), np.float32)
-    cases = [main_shape] if args.quick else [
-        main_shape, ((256, 1024), np.float32), ((4096, 4096), np.float32), ((1024, 4096), np.float64),
-        ((128, 64), np.float32)]
     bw = copy_bandwidth(1024 * 4096 * 4, args.repeat)
     print(f"np.copyto bandwidth (16 MiB): {bw:.1f} GB/s (read + write)")
 
     results = dict(machine=dict(platform=platform.platform(), processor=platform.processor(),
                                 cpus=os.cpu_count(), python=platform.python_version(),
                                 numpy=np.__version__, torch=torch.__version__ if torch else None),
-                   backend=info, copy_gb_per_s=bw, cases=[])
-    for shape, dtype in cases:
-        rows = relu_rows(shape, dtype, args.repeat)
-        print_table(f"relu, {shape} {np.dtype(dtype).name}", rows, bw)
-        results["cases"].append(dict(shape=list(shape), dtype=np.dtype(dtype).name, activation="relu",
-                                     rows=rows))
-    rows = activation_rows(*main_shape, args.repeat)
-    print_table(f"all activations, {main_shape[0]} float32 (new array)", rows, bw)
-    results["cases"].append(dict(shape=list(main_shape[0]), dtype="float32", activation="all", rows=rows))
+                   backend=info, copy_gb_per_s=bw, command=" ".join(["python"] + sys.argv), cases=[])
+    # Each case runs in a fresh process, as a fresh script would: what one case leaves in the
+    # allocator (glibc adapts its mmap threshold to the sizes freed) must not speed up the next.
+    for index in [0, len(CASES)] if args.quick else range(len(CASES) + 1):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", str(index),
+                              "--repeat", str(args.repeat)], capture_output=True, text=True, check=True)
+        case = json.loads(out.stdout.strip().splitlines()[-1])
+        title = f"all activations, {tuple(case['shape'])} {case['dtype']} (new array)" \
+            if case["activation"] == "all" else f"relu, {tuple(case['shape'])} {case['dtype']}"
+        print_table(title, case["rows"], bw)
+        results["cases"].append(case)
 
     ratios = {}
     for stat in ("seconds", "min_seconds"):  # medians, and the best runs (least disturbed by load)
