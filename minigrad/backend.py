@@ -31,6 +31,9 @@ class Device:
     def __hash__(self):
         return hash((self.type, self.index))
 
+    def __reduce__(self):  # pickle and deepcopy give back the interned instance
+        return Device, (self.type, self.index)
+
     def __str__(self):
         return self.type if self.index is None else f"{self.type}:{self.index}"
 

@@ -136,3 +136,13 @@ def test_round_trip_to_cuda():
     (y * 2).sum().backward()
     assert x.grad.device == "cpu"
     np.testing.assert_allclose(x.grad.numpy(), 2)
+
+
+def test_devices_survive_deepcopy_and_pickle():
+    import copy
+    import pickle
+    assert pickle.loads(pickle.dumps(mg.device("cuda:1"))) is mg.device("cuda:1")
+    layer = mg.nn.Linear(3, 2)
+    clone = copy.deepcopy(layer)
+    assert clone.weight.device is layer.weight.device
+    assert clone.weight.data is not layer.weight.data
