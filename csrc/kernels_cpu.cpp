@@ -229,22 +229,36 @@ void forward_act(const T* z, const T* b, T* y, int64_t n, int64_t m) {
 // ---------------------------------------------------------------------------------------------
 // backward
 
-// Rows [r0, r1) x columns [c0, c1); column sums go to acc[j - c0] (double).
+// Rows [r0, r1) x columns [c0, c1); column sums are added to acc[j - c0] (double). Each row adds
+// into part[j - c0] (type T: vectors as wide as the data), which is folded into acc every kFold
+// rows, so a float32 sum carries at most kFold additions' worth of float rounding.
+constexpr int64_t kFold = 32;
+
 template <typename T, Act A, bool HasBias, bool WantGz, bool WantGb>
 MINIGRAD_VECTOR_CLONES void backward_block(const T* gy, const T* s, const T* b, T* gz, double* acc,
-                                           int64_t r0, int64_t r1, int64_t c0, int64_t c1,
-                                           int64_t m) {
+                                           T* part, int64_t r0, int64_t r1, int64_t c0,
+                                           int64_t c1, int64_t m) {
   const T* __restrict bb = b;
   double* __restrict a = acc - c0;
-  for (int64_t i = r0; i < r1; ++i) {
-    const T* __restrict gyi = gy + i * m;
-    const T* __restrict si = s + i * m;
-    T* __restrict gzi = WantGz ? gz + i * m : nullptr;
-    for (int64_t j = c0; j < c1; ++j) {
-      T g0 = gyi[j], sj = si[j];  // loaded up front: a load inside a select blocks vectorization
-      T g = act_backward<T, A>(g0, HasBias ? sj + bb[j] : sj);
-      if constexpr (WantGz) gzi[j] = g;
-      if constexpr (WantGb) a[j] += static_cast<double>(g);
+  T* __restrict p = part - c0;
+  for (int64_t i0 = r0; i0 < r1; i0 += kFold) {
+    const int64_t i1 = std::min(r1, i0 + kFold);
+    for (int64_t i = i0; i < i1; ++i) {
+      const T* __restrict gyi = gy + i * m;
+      const T* __restrict si = s + i * m;
+      T* __restrict gzi = WantGz ? gz + i * m : nullptr;
+      for (int64_t j = c0; j < c1; ++j) {
+        T g0 = gyi[j], sj = si[j];  // loaded up front: a load inside a select blocks vectorization
+        T g = act_backward<T, A>(g0, HasBias ? sj + bb[j] : sj);
+        if constexpr (WantGz) gzi[j] = g;
+        if constexpr (WantGb) p[j] += g;
+      }
+    }
+    if constexpr (WantGb) {
+      for (int64_t j = c0; j < c1; ++j) {
+        a[j] += static_cast<double>(p[j]);
+        p[j] = T(0);
+      }
     }
   }
 }
@@ -254,25 +268,30 @@ void backward_impl(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n,
   int nt = threads_for(n * m);
   int chunks = chunks_for(nt);
   auto block = backward_block<T, A, HasBias, WantGz, WantGb>;
-  if (!WantGb || m >= 16 * chunks) {
+  // Rows stream through memory best, but then each chunk needs its own partial column sums; split
+  // the columns instead when the rows are few or those partial sums would be large.
+  const bool by_rows = n >= 4 * chunks && static_cast<int64_t>(chunks) * m <= (int64_t(1) << 20);
+  if (!WantGb || (!by_rows && m >= 16 * chunks)) {
     // Each chunk owns whole columns (or whole rows when there is no sum): no reduction needed.
     parallel_chunks(nt, chunks, [&](int c, int chunks) {
       int64_t r0 = 0, r1 = n, c0 = 0, c1 = m;
       if (!WantGb && n >= nt) split(n, c, chunks, 1, r0, r1);
       else split(m, c, chunks, 16, c0, c1);
       std::vector<double> acc(WantGb ? c1 - c0 : 0, 0.0);
-      block(gy, s, b, gz, acc.data(), r0, r1, c0, c1, m);
+      std::vector<T> part(acc.size(), T(0));
+      block(gy, s, b, gz, acc.data(), part.data(), r0, r1, c0, c1, m);
       if constexpr (WantGb)
         for (int64_t j = c0; j < c1; ++j) gb[j] = static_cast<T>(acc[j - c0]);
     });
     return;
   }
-  // Narrow matrices: split the rows, one partial sum per chunk, added up in chunk order.
+  // Split the rows, one partial sum per chunk, added up in chunk order.
   std::vector<double> partial(static_cast<size_t>(chunks) * m, 0.0);
   parallel_chunks(nt, chunks, [&](int c, int chunks) {
     int64_t r0, r1;
     split(n, c, chunks, 1, r0, r1);
-    block(gy, s, b, gz, partial.data() + c * m, r0, r1, 0, m, m);
+    std::vector<T> part(m, T(0));
+    block(gy, s, b, gz, partial.data() + c * m, part.data(), r0, r1, 0, m, m);
   });
   for (int64_t j = 0; j < m; ++j) {
     double total = 0.0;
