@@ -183,7 +183,8 @@ def main():
     results = dict(machine=dict(platform=platform.platform(), processor=platform.processor(),
                                 cpus=os.cpu_count(), python=platform.python_version(),
                                 numpy=np.__version__, torch=torch.__version__ if torch else None),
-                   backend=info, copy_gb_per_s=bw, command=" ".join(["python"] + sys.argv), cases=[])
+                   backend=info, copy_gb_per_s=bw, command=" ".join(["python"] + sys.argv),
+                   load_average_before=os.getloadavg(), cases=[])
     # Each case runs in a fresh process, as a fresh script would: what one case leaves in the
     # allocator (glibc adapts its mmap threshold to the sizes freed) must not speed up the next.
     for index in [0, len(CASES)] if args.quick else range(len(CASES) + 1):
@@ -215,6 +216,9 @@ def main():
     for case in results["cases"]:
         for r in case["rows"]:
             r["pass"] = r.pop("pass_")
+    results["load_average_after"] = os.getloadavg()
+    print(f"load average before / after: {results['load_average_before'][0]:.1f} / "
+          f"{results['load_average_after'][0]:.1f} (other work on the machine skews the timings)")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
