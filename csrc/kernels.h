@@ -17,8 +17,9 @@ void bias_act_forward(const T* z, const T* b, T* y, int64_t n, int64_t m, Act ac
 // Backward of y = act(z + b) given the upstream gradient gy.
 //   For Identity, Relu, Sigmoid, Tanh, `saved` is the forward output y and `b` is ignored.
 //   For Gelu, `saved` is z (the input before the bias) and b (may be null) is added on the fly.
-// gz[i, j] = gy[i, j] * act'(.) (gz may equal gy; gz may be null for Identity, where gz == gy),
-// gb[j] = sum_i gz[i, j] (skipped when gb is null), accumulated in double.
+// gz[i, j] = gy[i, j] * act'(.) (skipped when gz is null or, for Identity, equal to gy; otherwise
+// gz must not overlap gy or saved), gb[j] = sum_i gz[i, j] (skipped when gb is null), with the
+// sums carried in double.
 template <typename T>
 void bias_act_backward(const T* gy, const T* saved, const T* b, T* gz, T* gb,
                        int64_t n, int64_t m, Act act);
