@@ -114,17 +114,20 @@ def _count_uses(root):
 def _accumulate(t, g, handed):
     """Add g into leaf t.grad. A first gradient is stored without a copy unless another
     leaf already holds that memory (ops like add pass one array to both inputs)."""
-    if t.grad is None:
-        base = g if g.base is None else g.base
-        if id(base) in handed:
-            g = g.copy()
-        else:
-            handed.add(id(base))
-        if g.dtype != t.data.dtype:
-            g = g.astype(t.data.dtype)
-        t.grad = _wrap(g, t.device)
+    grad = t.grad
+    if grad is not None:
+        grad.data += g
+        return
+    base = g.base
+    key = id(g) if base is None else id(base)
+    if key in handed:
+        g = g.copy()
     else:
-        t.grad.data += g
+        handed.add(key)
+    data = t.data
+    if g.dtype != data.dtype:
+        g = g.astype(data.dtype)
+    t.grad = _wrap(g, t.device)
 
 
 def backward(tensor, grad=None, retain_graph=False):
@@ -134,6 +137,7 @@ def backward(tensor, grad=None, retain_graph=False):
         raise RuntimeError("backward(): the tensor does not require grad and has no grad_fn; "
                            "did you create it under no_grad or from tensors without requires_grad=True?")
     data = tensor.data
+    handed = set()
     if grad is None:
         if data.size != 1:
             raise RuntimeError(f"backward() without grad= needs a scalar output, found shape {tuple(data.shape)}; "
@@ -144,7 +148,7 @@ def backward(tensor, grad=None, retain_graph=False):
         if tuple(g.shape) != tuple(data.shape):
             raise RuntimeError(f"backward(): grad has shape {tuple(g.shape)} but the tensor has shape "
                                f"{tuple(data.shape)}")
-    handed = {id(g if g.base is None else g.base)} if grad is not None else set()
+        handed.add(id(g if g.base is None else g.base))  # the caller's array: never store it as a .grad
     root = tensor._ctx
     if root is None:
         _accumulate(tensor, g, handed)
@@ -161,30 +165,32 @@ def backward(tensor, grad=None, retain_graph=False):
                 raise RuntimeError(_FREED)
             g = grads.pop(node, None)
             inputs = node.inputs
-            if g is not None:
+            if g is None:  # no gradient flowed here (e.g. an unused branch)
+                in_grads = (None,) * len(inputs)
+            else:
                 in_grads = node.backward(node, g)
                 if type(in_grads) is not tuple:
                     in_grads = (in_grads,)
-            else:  # no gradient flowed here (e.g. an unused branch)
-                in_grads = (None,) * len(inputs)
             for t, gi in zip(inputs, in_grads):
-                if gi is not None and gi.shape != t.data.shape:  # the input was broadcast
-                    gi = sum_to_shape(gi, t.data.shape)
                 c = t._ctx
-                if c is not None:
-                    if gi is not None:
+                if gi is not None:
+                    if gi.shape != t.data.shape:  # the input was broadcast
+                        gi = sum_to_shape(gi, t.data.shape)
+                    if c is None:
+                        if t.requires_grad:
+                            _accumulate(t, gi, handed)
+                    else:
                         prev = grads.get(c)
                         grads[c] = gi if prev is None else prev + gi
-                    uses[c] -= 1
-                    if not uses[c]:
+                if c is not None:
+                    n = uses[c] - 1
+                    uses[c] = n
+                    if not n:
                         ready.append(c)
-                elif t.requires_grad:
-                    if gi is not None:
-                        _accumulate(t, gi, handed)
-                    if t in hooked:
-                        hooked[t] -= 1
-                        if not hooked[t]:
-                            _run_hooks(t)
+                elif hooked and t in hooked:
+                    hooked[t] -= 1
+                    if not hooked[t]:
+                        _run_hooks(t)
             if not retain_graph:
                 node.saved_tensors = None
                 node.inputs = ()
