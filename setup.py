@@ -46,7 +46,8 @@ else:
     # -O3 but no -march: the wheel must run on any CPU of its architecture, so the loops are
     # written for the baseline vector unit (SSE2 / NEON); kernels_cpu.cpp adds AVX2 / AVX-512
     # clones picked at load time. -fno-trapping-math lets GCC vectorize the branch-free selects
-    # (unlike -ffast-math it changes no result); -ffp-contract=off keeps FMA contraction out, so
+    # (unlike -ffast-math it changes no result), -fno-math-errno lets sqrt vectorize (errno is
+    # never read); -ffp-contract=off keeps FMA contraction out, so
     # every clone, and so every CPU, computes bit-identical results.
     ext_modules.append(Pybind11Extension(
         "minigrad._C",
@@ -54,7 +55,8 @@ else:
         depends=["csrc/kernels.h"],
         include_dirs=["csrc"],
         cxx_std=17,
-        extra_compile_args=["/O2"] if msvc else ["-O3", "-fno-trapping-math", "-ffp-contract=off", "-pthread"],
+        extra_compile_args=["/O2"] if msvc else ["-O3", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=off",
+                                                     "-pthread"],
         extra_link_args=[] if msvc else ["-pthread"],
     ))
 

@@ -252,6 +252,37 @@ py::tuple backward(const py::array& gy, const py::array& saved, Act act, const p
 
 bool is_f64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
 
+// A flat optimizer buffer of dtype T, writeable, with n elements (checked, never converted).
+template <typename T> T* flat(const py::object& obj, const char* name, py::ssize_t n) {
+  if (obj.is_none()) return nullptr;
+  auto a = obj.cast<py::array>();
+  check<T>(a, name, true);
+  if (a.size() != n)
+    throw py::value_error(std::string(name) + " has " + std::to_string(a.size()) +
+                          " elements, expected " + std::to_string(n));
+  return static_cast<T*>(a.mutable_data());
+}
+
+template <typename T>
+void adam(const py::array& p, const py::object& g, const py::object& m, const py::object& v,
+          const py::object& vmax, const minigrad::AdamArgs& args) {
+  auto n = p.size();
+  T* pp = flat<T>(p, "p", n);
+  T *gp = flat<T>(g, "g", n), *mp = flat<T>(m, "m", n), *vp = flat<T>(v, "v", n);
+  T* xp = flat<T>(vmax, "vmax", n);
+  py::gil_scoped_release release;
+  minigrad::adam_step<T>(pp, gp, mp, vp, xp, n, args);
+}
+
+template <typename T>
+void sgd(const py::array& p, const py::object& g, const py::object& buf, const minigrad::SGDArgs& args) {
+  auto n = p.size();
+  T* pp = flat<T>(p, "p", n);
+  T *gp = flat<T>(g, "g", n), *bp = flat<T>(buf, "momentum_buffer", n);
+  py::gil_scoped_release release;
+  minigrad::sgd_step<T>(pp, gp, bp, n, args);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -291,6 +322,31 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("shape"), py::arg("dtype"),
       "An uninitialized C-contiguous array whose memory comes from (and returns to) the cache.");
+
+  m.def(
+      "adam_step",
+      [](const py::array& p, const py::object& g, const py::object& exp_avg, const py::object& exp_avg_sq,
+         const py::object& max_exp_avg_sq, double lr, double beta1, double beta2, double eps,
+         double weight_decay, bool decoupled, double step_size, double bias2_sqrt) {
+        minigrad::AdamArgs a{lr, beta1, beta2, eps, weight_decay, decoupled, step_size, bias2_sqrt};
+        is_f64(p) ? adam<double>(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, a)
+                  : adam<float>(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, a);
+      },
+      py::arg("p"), py::arg("g"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("max_exp_avg_sq"),
+      py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
+      py::arg("decoupled"), py::arg("step_size"), py::arg("bias2_sqrt"),
+      "One Adam/AdamW step in place over flat C-contiguous buffers of one dtype (max_exp_avg_sq None without amsgrad).");
+
+  m.def(
+      "sgd_step",
+      [](const py::array& p, const py::object& g, const py::object& buf, double lr, double momentum,
+         double dampening, double weight_decay, bool nesterov, bool first_step) {
+        minigrad::SGDArgs a{lr, momentum, dampening, weight_decay, nesterov, first_step};
+        is_f64(p) ? sgd<double>(p, g, buf, a) : sgd<float>(p, g, buf, a);
+      },
+      py::arg("p"), py::arg("g"), py::arg("momentum_buffer"), py::arg("lr"), py::arg("momentum"),
+      py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("first_step"),
+      "One SGD step in place over flat C-contiguous buffers (momentum_buffer None without momentum).");
 
   m.def("set_num_threads", &minigrad::set_num_threads, py::arg("n"),
         "Threads used for large inputs (rows or columns are split between them).");

@@ -24,6 +24,27 @@ template <typename T>
 void bias_act_backward(const T* gy, const T* saved, const T* b, T* gz, T* gb,
                        int64_t n, int64_t m, Act act);
 
+// Optimizer updates over flat buffers of n elements, in place, in one pass. Each follows PyTorch's
+// order of operations with the hyper-parameters rounded to T, so the result is bit-for-bit the
+// same as minigrad's NumPy path (and PyTorch's).
+struct AdamArgs {
+  double lr, beta1, beta2, eps, weight_decay;
+  bool decoupled;      // AdamW: p *= 1 - lr * weight_decay instead of g += weight_decay * p
+  double step_size;    // lr / (1 - beta1^t)
+  double bias2_sqrt;   // sqrt(1 - beta2^t)
+};
+// vmax is null without amsgrad.
+template <typename T>
+void adam_step(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const AdamArgs& a);
+
+struct SGDArgs {
+  double lr, momentum, dampening, weight_decay;
+  bool nesterov, first_step;  // first_step: the momentum buffer starts as the gradient
+};
+// buf is null without momentum.
+template <typename T>
+void sgd_step(T* p, const T* g, T* buf, int64_t n, const SGDArgs& a);
+
 // Worker threads used for large inputs (>= 1; default: hardware concurrency, capped at 8).
 void set_num_threads(int n);
 int get_num_threads();

@@ -314,6 +314,66 @@ void backward_act(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n, 
   else backward_flags<T, A, false>(gy, s, b, gz, gb, n, m);
 }
 
+// ---------------------------------------------------------------------------------------------
+// optimizers: one pass over the flat buffers instead of a dozen NumPy passes
+
+template <typename T>
+MINIGRAD_VECTOR_CLONES void adam_block(T* __restrict p, const T* __restrict g, T* __restrict m,
+                                       T* __restrict v, T* __restrict vmax, int64_t lo, int64_t hi,
+                                       const AdamArgs& a) {
+  const T wd = static_cast<T>(a.weight_decay), decay = static_cast<T>(1 - a.lr * a.weight_decay);
+  const T w = static_cast<T>(1 - a.beta1), w_rest = static_cast<T>(1 - (1 - a.beta1));
+  const T b2 = static_cast<T>(a.beta2), one_minus_b2 = static_cast<T>(1 - a.beta2);
+  const T eps = static_cast<T>(a.eps), bias2_sqrt = static_cast<T>(a.bias2_sqrt);
+  const T neg_step = static_cast<T>(-a.step_size);
+  const bool small_weight = (1 - a.beta1) < 0.5, has_wd = a.weight_decay != 0;
+  for (int64_t i = lo; i < hi; ++i) {
+    T gi = g[i], pi = p[i];
+    if (has_wd) {
+      if (a.decoupled) pi = pi * decay;
+      else gi = gi + pi * wd;
+    }
+    T d = gi - m[i];  // torch.lerp(m, g, w) with both of its branches
+    T mi = small_weight ? m[i] + d * w : gi - d * w_rest;
+    T vi = v[i] * b2 + gi * one_minus_b2 * gi;
+    m[i] = mi;
+    v[i] = vi;
+    if (vmax) {
+      vi = vmax[i] > vi ? vmax[i] : vi;
+      vmax[i] = vi;
+    }
+    T denom = std::sqrt(vi) / bias2_sqrt + eps;
+    p[i] = pi + (mi / denom) * neg_step;
+  }
+}
+
+template <typename T>
+MINIGRAD_VECTOR_CLONES void sgd_block(T* __restrict p, const T* __restrict g, T* __restrict buf,
+                                      int64_t lo, int64_t hi, const SGDArgs& a) {
+  const T wd = static_cast<T>(a.weight_decay), mom = static_cast<T>(a.momentum);
+  const T keep = static_cast<T>(1 - a.dampening), lr = static_cast<T>(a.lr);
+  const bool has_wd = a.weight_decay != 0, damp = a.dampening != 0;
+  for (int64_t i = lo; i < hi; ++i) {
+    T gi = g[i];
+    if (has_wd) gi = gi + p[i] * wd;
+    if (buf) {
+      T bi = a.first_step ? gi : (damp ? buf[i] * mom + gi * keep : buf[i] * mom + gi);
+      buf[i] = bi;
+      gi = a.nesterov ? gi + bi * mom : bi;
+    }
+    p[i] = p[i] - gi * lr;
+  }
+}
+
+template <typename F> void parallel_range(int64_t n, const F& f) {
+  int nt = threads_for(n);
+  parallel_chunks(nt, chunks_for(nt), [&](int c, int chunks) {
+    int64_t lo, hi;
+    split(n, c, chunks, 16, lo, hi);
+    f(lo, hi);
+  });
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -356,5 +416,20 @@ template void bias_act_backward<double>(const double*, const double*, const doub
 
 void set_num_threads(int n) { g_num_threads.store(std::max(1, n)); }
 int get_num_threads() { return g_num_threads.load(); }
+
+template <typename T>
+void adam_step(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const AdamArgs& a) {
+  parallel_range(n, [&](int64_t lo, int64_t hi) { adam_block<T>(p, g, m, v, vmax, lo, hi, a); });
+}
+
+template <typename T>
+void sgd_step(T* p, const T* g, T* buf, int64_t n, const SGDArgs& a) {
+  parallel_range(n, [&](int64_t lo, int64_t hi) { sgd_block<T>(p, g, buf, lo, hi, a); });
+}
+
+template void adam_step<float>(float*, const float*, float*, float*, float*, int64_t, const AdamArgs&);
+template void adam_step<double>(double*, const double*, double*, double*, double*, int64_t, const AdamArgs&);
+template void sgd_step<float>(float*, const float*, float*, int64_t, const SGDArgs&);
+template void sgd_step<double>(double*, const double*, double*, int64_t, const SGDArgs&);
 
 }  // namespace minigrad

@@ -94,6 +94,23 @@ def bias_act_backward(gy, saved, activation, b=None, need_gz=True, need_gb=True)
     return _numpy_backward(gy, saved, activation, gelu_b, need_gz, need_gb)
 
 
+def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, **hyper):
+    """One fused Adam/AdamW pass over flat buffers in C++ when the extension takes them.
+    Returns False, having done nothing, when the caller must run its array-module version."""
+    if path(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq) != "C++":
+        return False
+    backend.ext().adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, **hyper)
+    return True
+
+
+def sgd_step(p, g, momentum_buffer, **hyper):
+    """One fused SGD pass over flat buffers in C++ (see adam_step)."""
+    if path(p, g, momentum_buffer) != "C++":
+        return False
+    backend.ext().sgd_step(p, g, momentum_buffer, **hyper)
+    return True
+
+
 # ----------------------------------------------------------------------------------------------
 # NumPy (and any array module with NumPy's API)
 

@@ -431,3 +431,34 @@ def test_gradient_of_wrong_shape_is_named():
     a.grad = mg.zeros(6)
     with pytest.raises(RuntimeError, match=r"parameter of shape \(2, 3\) has a gradient of shape \(6,\)"):
         opt.step()
+
+
+@pytest.mark.skipif(mg.backend.ext() is None, reason="minigrad._C not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [
+    lambda ps: mg.optim.SGD(ps, lr=0.05),
+    lambda ps: mg.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2),
+    lambda ps: mg.optim.SGD(ps, lr=0.05, momentum=0.8, dampening=0.3),
+    lambda ps: mg.optim.Adam(ps, lr=1e-2),
+    lambda ps: mg.optim.Adam(ps, lr=1e-2, betas=(0.3, 0.9), weight_decay=1e-2, amsgrad=True),
+    lambda ps: mg.optim.AdamW(ps, lr=1e-2),
+], ids=["sgd", "sgd-nesterov-wd", "sgd-dampening", "adam", "adam-lerp-wd-amsgrad", "adamw"])
+def test_fused_cpp_update_equals_the_numpy_one_bit_for_bit(make, dtype, monkeypatch):
+    """The C++ optimizer kernels follow the NumPy code's order of operations exactly."""
+    from minigrad import kernels
+
+    def run():
+        rng = np.random.default_rng(0)
+        params = [mg.tensor(rng.standard_normal(s).astype(dtype), requires_grad=True) for s in [(7, 5), (5,), (3,)]]
+        opt = make(params)
+        for _ in range(5):
+            for p in params:
+                p.grad = mg.tensor(rng.standard_normal(p.shape).astype(dtype))
+            opt.step()
+        return [p.numpy().copy() for p in params]
+
+    fused = run()
+    real_path = kernels.path
+    monkeypatch.setattr(kernels, "path", lambda *a: "NumPy" if real_path(*a) == "C++" else real_path(*a))
+    for a, b in zip(fused, run()):
+        np.testing.assert_array_equal(a, b)

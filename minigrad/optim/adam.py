@@ -1,6 +1,7 @@
 """Adam and AdamW (decoupled weight decay), with PyTorch's update rule."""
 import math
 
+from .. import kernels
 from ..backend import get_array_module
 from .optimizer import Optimizer
 
@@ -38,9 +39,15 @@ class Adam(Optimizer):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
 
     def _update(self, group, p, g, state, step, work):
-        xp, t1, t2 = get_array_module(p), work[0], work[1]
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
         beta1, beta2 = group["betas"]
+        step_size = lr / (1 - beta1 ** step)
+        if kernels.adam_step(p, g, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                             lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=wd,
+                             decoupled=self._decoupled, step_size=step_size,
+                             bias2_sqrt=math.sqrt(1 - beta2 ** step)):
+            return
+        xp, t1, t2 = get_array_module(p), work[0], work[1]
         if wd:
             if self._decoupled:
                 p *= 1 - lr * wd
@@ -64,7 +71,6 @@ class Adam(Optimizer):
             vmax = state["max_exp_avg_sq"]
             xp.maximum(vmax, v, out=vmax)
             v = vmax
-        step_size = lr / (1 - beta1 ** step)
         xp.sqrt(v, out=t1)
         t1 /= math.sqrt(1 - beta2 ** step)
         t1 += eps

@@ -1,4 +1,5 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay."""
+from .. import kernels
 from ..backend import get_array_module
 from .optimizer import Optimizer, required
 
@@ -31,8 +32,12 @@ class SGD(Optimizer):
         return ("momentum_buffer",) if group["momentum"] else ()
 
     def _update(self, group, p, g, state, step, work):
-        xp, tmp = get_array_module(p), work[0]
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        if kernels.sgd_step(p, g, state.get("momentum_buffer") if momentum else None, lr=lr,
+                            momentum=momentum, dampening=group["dampening"], weight_decay=wd,
+                            nesterov=group["nesterov"], first_step=step == 1):
+            return
+        xp, tmp = get_array_module(p), work[0]
         if wd:
             xp.multiply(p, wd, out=tmp)
             g += tmp
