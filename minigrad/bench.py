@@ -96,11 +96,16 @@ def _minigrad_step(sizes, batch, kind, device, n_batches):
     opt = _optimizer(mg, model.parameters(), kind)
     loss_fn = mg.nn.CrossEntropyLoss()
     data = [(mg.tensor(x, device=device), mg.tensor(y, device=device)) for x, y in _batches(sizes, batch, n_batches)]
-    sync = mg.cuda.synchronize if device == "cuda" else None
+    return _step(model, opt, loss_fn, data, mg.cuda.synchronize if device == "cuda" else None)
+
+
+def _step(model, opt, loss_fn, data, sync):
+    """One training step on the next of the pre-made batches, written once for both frameworks;
+    on a GPU it waits for the device so that the time is the work's."""
     it = [0]
 
     def step():
-        x, y = data[it[0] % n_batches]
+        x, y = data[it[0] % len(data)]
         it[0] += 1
         opt.zero_grad()
         loss = loss_fn(model(x), y)
@@ -118,19 +123,7 @@ def _torch_step(sizes, batch, kind, device, n_batches):
     opt = _optimizer(torch, model.parameters(), kind)
     loss_fn = torch.nn.CrossEntropyLoss()
     data = [(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for x, y in _batches(sizes, batch, n_batches)]
-    sync = torch.cuda.synchronize if device == "cuda" else None
-    it = [0]
-
-    def step():
-        x, y = data[it[0] % n_batches]
-        it[0] += 1
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        if sync is not None:
-            sync()
-    return step
+    return _step(model, opt, loss_fn, data, torch.cuda.synchronize if device == "cuda" else None)
 
 
 def _worker_env(lib):
