@@ -6,10 +6,10 @@ class Dataset:
     """A map-style data set: ``len(ds)`` samples, ``ds[i]`` the i-th one (usually a tuple)."""
 
     def __getitem__(self, index):
-        raise NotImplementedError(f"{type(self).__name__} must define __getitem__")
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__")  # abstract
 
     def __len__(self):
-        raise NotImplementedError(f"{type(self).__name__} must define __len__")
+        raise NotImplementedError(f"{type(self).__name__} must define __len__")  # abstract
 
 
 def _raw(a, name):

@@ -126,18 +126,18 @@ class Communicator:
         return self.all_reduce_async(array, op).wait()
 
     def all_reduce_async(self, array, op="sum") -> Work:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each subclass defines it
 
     def broadcast(self, array, src=0):
         """Overwrite ``array`` on every rank with rank ``src``'s values, in place. Returns ``array``."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each subclass defines it
 
     def all_gather_object(self, obj) -> list:
         """Pickle-able ``obj`` from every rank, as a list indexed by rank."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each subclass defines it
 
     def barrier(self):
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each subclass defines it
 
     def abort(self, code=1):
         """End every rank of the job now."""

@@ -40,7 +40,7 @@ class Module:
         d["training"] = True
 
     def forward(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")  # abstract
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)

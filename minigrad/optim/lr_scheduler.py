@@ -19,7 +19,7 @@ class LRScheduler:
 
     def lr_at(self, base_lr, t):
         """The learning rate after t steps for a group whose initial rate is base_lr."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each subclass defines it
 
     def get_last_lr(self):
         return list(self._last_lr)

@@ -216,7 +216,7 @@ class Optimizer:
     def _update(self, group, p, g, state, step, work):
         """Update flat arrays in place: p (parameters), g (gradients, may be overwritten),
         state (name -> flat array), step (this update's 1-based count), work (scratch arrays)."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each subclass defines it
 
     # --- state ----------------------------------------------------------------------------
     def _param_state(self, i):
