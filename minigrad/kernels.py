@@ -35,22 +35,34 @@ def path(*arrays):
     first = arrays[0]
     if type(first) is not np.ndarray:
         return "NumPy" if backend.get_array_module(first) is np else "CuPy"
-    if backend.ext() is None or first.dtype not in _FLOATS:
+    dt = first.dtype
+    if dt.char not in "fd" or backend.ext() is None:  # float32, float64
         return "NumPy"
     for a in arrays:
-        if a is not None and (type(a) is not np.ndarray or a.dtype != first.dtype
+        if a is not None and (type(a) is not np.ndarray or (a.dtype is not dt and a.dtype != dt)
                               or not a.flags.c_contiguous):
             return "NumPy"
     return "C++"
 
 
+# Below this size a fresh array comes from malloc's already-mapped arena, and np.empty is cheaper
+# than a trip through the extension's cache.
+_CACHED_BYTES = 1 << 20
+
+
 def empty(shape, dtype, like):
-    """An uninitialized C-contiguous array on `like`'s device. On CPU its memory comes from the
-    extension's buffer cache, so a fresh large output does not pay page faults every step."""
-    ext = backend.ext()
-    if ext is not None and type(like) is np.ndarray and np.dtype(dtype) in _FLOATS:
-        return ext.empty(tuple(shape), np.dtype(dtype))
-    return backend.get_array_module(like).empty(shape, dtype=dtype)
+    """An uninitialized C-contiguous array on `like`'s device. On CPU a large one comes from the
+    extension's buffer cache, so a fresh big output does not pay page faults every step."""
+    if type(like) is not np.ndarray:
+        return backend.get_array_module(like).empty(shape, dtype=dtype)
+    count = 1
+    for n in shape:
+        count *= n
+    if count * dtype.itemsize >= _CACHED_BYTES and dtype in _FLOATS:
+        ext = backend.ext()
+        if ext is not None:
+            return ext.empty(tuple(shape), dtype)
+    return np.empty(shape, dtype)
 
 
 def _as_rows(a, m):
