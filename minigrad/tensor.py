@@ -281,14 +281,16 @@ def _as_array(data, dtype, device):
 
 
 def _const(x, like):
-    """A non-Tensor operand as a Tensor next to `like`. A Python scalar takes like's float dtype,
-    so 2.0 * float32 stays float32; arrays keep their own dtype."""
+    """A non-Tensor operand as a Tensor next to `like`. A Python scalar takes like's dtype when
+    that can hold it, as in PyTorch: 2.0 * float32 stays float32, 2 * int64 stays int64,
+    0.5 * int64 is float32, True + 2 is int64. Arrays keep their own dtype."""
     if isinstance(x, Tensor):
         return x
     if isinstance(x, numbers.Number):
         dt = like.data.dtype
-        if dt.kind not in "fc" and not (isinstance(x, numbers.Integral) and dt.kind in "iub"):
-            dt = float32 if dt.kind in "iub" and not isinstance(x, numbers.Integral) else np.result_type(dt, x)
+        if dt.kind not in "fc" and not isinstance(x, bool):
+            dt = int64 if isinstance(x, numbers.Integral) and dt.kind == "b" else \
+                dt if isinstance(x, numbers.Integral) else float32
         return _wrap(get_array_module(like.data).asarray(x, dtype=dt), like.device)
     arr, dev = _as_array(x, None, like.device)
     return _wrap(arr, dev)

@@ -21,6 +21,8 @@ def test_scalars_do_not_upcast():
     assert (x64 * 2.5).dtype == mg.float64
     assert (mg.tensor([1, 2]) * 2).dtype == mg.int64
     assert (mg.tensor([1, 2]) * 0.5).dtype.kind == "f"
+    assert (mg.tensor([True, False]) + 2).tolist() == [3, 2]
+    assert (mg.tensor([True, False]) | False).tolist() == [True, False]
 
 
 def test_creation_shapes_as_ints_or_tuple():
