@@ -209,5 +209,5 @@ _FREED = ("backward() through a graph whose saved arrays were already freed: a p
           "released them. Pass retain_graph=True to the first backward() to run backward twice.")
 
 
-from .gradcheck import gradcheck, numerical_grad  # noqa: E402  (needs Function defined first)
+from .gradcheck import gradcheck, numerical_grad  # noqa: E402,F401  (mg.autograd.gradcheck; needs Function first)
 from .ops.movement import sum_to_shape  # noqa: E402
