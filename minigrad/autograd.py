@@ -111,6 +111,16 @@ def _count_uses(root):
     return uses, hooked
 
 
+def _owner(a):
+    """id of the array that holds a's memory: the end of its chain of views. (An array whose base
+    is not an array, such as memory from the extension's buffer cache, is its own owner.)"""
+    while True:
+        base = a.base
+        if base is None or not hasattr(base, "base"):
+            return id(a)
+        a = base
+
+
 def _accumulate(t, g, handed):
     """Add g into leaf t.grad. A first gradient is stored without a copy unless another
     leaf already holds that memory (ops like add pass one array to both inputs)."""
@@ -118,8 +128,7 @@ def _accumulate(t, g, handed):
     if grad is not None:
         grad.data += g
         return
-    base = g.base
-    key = id(g) if base is None else id(base)
+    key = _owner(g)
     if key in handed:
         g = g.copy()
     else:
@@ -148,7 +157,7 @@ def backward(tensor, grad=None, retain_graph=False):
         if tuple(g.shape) != tuple(data.shape):
             raise RuntimeError(f"backward(): grad has shape {tuple(g.shape)} but the tensor has shape "
                                f"{tuple(data.shape)}")
-        handed.add(id(g if g.base is None else g.base))  # the caller's array: never store it as a .grad
+        handed.add(_owner(g))  # the caller's array: never store it as a .grad
     root = tensor._ctx
     if root is None:
         _accumulate(tensor, g, handed)

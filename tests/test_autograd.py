@@ -140,3 +140,16 @@ def test_unused_input_gets_no_gradient():
 def test_gradient_of_integer_tensor_is_refused():
     with pytest.raises(TypeError, match="floating point"):
         mg.tensor([1, 2], requires_grad=True)
+
+
+def test_gradients_sharing_memory_through_a_view_are_not_aliased():
+    """A kernel output (memory from the extension's cache) reaching one leaf as is and another
+    through a reshape view must not become both leaves' .grad."""
+    from minigrad.ops.nn import bias_act
+    a = mg.tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    b = mg.tensor(np.ones(6, np.float32), requires_grad=True)
+    y = bias_act(a + b.reshape(2, 3), None, "relu")
+    (y * 2).sum().backward()
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    a.grad.data *= 10
+    np.testing.assert_allclose(b.grad.numpy(), np.full(6, 2.0))
