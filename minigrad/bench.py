@@ -37,7 +37,7 @@ WORKLOADS = {
 }
 BACKENDS = ("minigrad-cpu", "torch-cpu", "minigrad-cuda", "torch-cuda")
 
-# minigrad / PyTorch step-time ratio targets (issue 6 on CPU, issue 7 on the GPU)
+# minigrad / PyTorch step-time ratio targets, on the CPU and on a GPU
 RATIO_TARGETS = {"cpu": {"iris": 0.5, "digits": 0.5, "mnist_mlp": 0.9, "wide": 1.0},
                  "cuda": {"huge": 1.1}}
 HUGE_PEAK_FRACTION = 0.8    # huge's achieved GFLOP/s over the NumPy matmul peak, at least
