@@ -152,12 +152,11 @@ class GetItem(Function):
 
 def getitem(x, idx):
     from ..tensor import Tensor
-    xp = get_array_module(x.data)
     def conv(i):
         if isinstance(i, Tensor):
             return i.data
         if isinstance(i, list):
-            return to_device(np.asarray(i), x.device) if xp is not np else np.asarray(i)
+            return to_device(np.asarray(i), x.device)
         return i
     idx = tuple(conv(i) for i in idx) if isinstance(idx, tuple) else conv(idx)
     return GetItem.apply(x, idx=idx)

@@ -48,24 +48,17 @@ class Max(Function):
     """max (or min) over axes; ties share the gradient equally, as torch.amax."""
     @staticmethod
     def forward(ctx, x, axis, keepdims, minimum):
-        y = x.min(axis=axis, keepdims=True) if minimum else x.max(axis=axis, keepdims=True)
+        y = x.min(axis=axis, keepdims=keepdims) if minimum else x.max(axis=axis, keepdims=keepdims)
         ctx.save_for_backward(x, y)
         ctx.axis = axis
-        return y if keepdims else y.reshape(_reduced_shape(x.shape, axis))
+        return y
 
     @staticmethod
     def backward(ctx, grad_output):
         x, y = ctx.saved_tensors
-        mask = x == y
-        g = grad_output.reshape(y.shape) / mask.sum(axis=ctx.axis, keepdims=True)
-        return mask * g
-
-
-def _reduced_shape(in_shape, axis):
-    if axis is None:
-        return ()
-    axes = _axes(axis, len(in_shape))
-    return tuple(n for i, n in enumerate(in_shape) if i not in axes)
+        keep = _keep_shape(x.shape, ctx.axis)
+        mask = x == y.reshape(keep)
+        return mask * (grad_output.reshape(keep) / mask.sum(axis=ctx.axis, keepdims=True))
 
 
 def _axes(axis, ndim):
