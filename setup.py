@@ -51,13 +51,14 @@ else:
     # every clone, and so every CPU, computes bit-identical results.
     ext_modules.append(Pybind11Extension(
         "minigrad._C",
-        sources=["csrc/bindings.cpp", "csrc/kernels_cpu.cpp"],
+        sources=["csrc/bindings.cpp", "csrc/kernels_cpu.cpp", "csrc/blas.cpp"],
         depends=["csrc/kernels.h"],
         include_dirs=["csrc"],
         cxx_std=17,
         extra_compile_args=["/O2"] if msvc else ["-O3", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=off",
                                                      "-pthread"],
         extra_link_args=[] if msvc else ["-pthread"],
+        libraries=[] if msvc else ["dl"],  # dlopen, for csrc/blas.cpp (in libc itself from glibc 2.34)
     ))
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})

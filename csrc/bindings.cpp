@@ -25,6 +25,10 @@
 namespace py = pybind11;
 using minigrad::Act;
 
+namespace minigrad {
+void bind_blas(py::module_& m);  // csrc/blas.cpp
+}
+
 namespace {
 
 // ---------------------------------------------------------------------------------------------
@@ -347,6 +351,8 @@ PYBIND11_MODULE(_C, m) {
       py::arg("p"), py::arg("g"), py::arg("momentum_buffer"), py::arg("lr"), py::arg("momentum"),
       py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("first_step"),
       "One SGD step in place over flat C-contiguous buffers (momentum_buffer None without momentum).");
+
+  minigrad::bind_blas(m);
 
   m.def("set_num_threads", &minigrad::set_num_threads, py::arg("n"),
         "Threads used for large inputs (rows or columns are split between them).");

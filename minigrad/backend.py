@@ -165,11 +165,63 @@ def ext():
     return _ext
 
 
+# ----------------------------------------------------------------------------------------------
+# MKL for CPU matmuls (the `mkl` extra): NumPy's OpenBLAS is slower at GEMM on x86. Found through
+# the `mkl` package's installed files and opened by the extension, once, at the first large
+# matmul; MINIGRAD_DISABLE_MKL=1 (read then) keeps every matmul on NumPy.
+
+_blas = None
+_blas_error = None
+_blas_version = ""
+
+
+def _mkl_library():
+    """Path of the `mkl` package's libmkl_rt, or None when the package is not installed."""
+    from importlib import metadata
+    try:
+        files = metadata.files("mkl") or ()
+    except metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name.startswith("libmkl_rt.so"):
+            return str(f.locate())
+    return None
+
+
+def blas():
+    """The extension with MKL loaded for matmul (minigrad._C.matmul), or None: no extension, no
+    `mkl` package, or disabled."""
+    global _blas, _blas_error, _blas_version
+    if _blas is None and _blas_error is None:
+        import os
+        if os.environ.get("MINIGRAD_DISABLE_MKL", "0") not in ("", "0"):
+            _blas_error = "disabled by MINIGRAD_DISABLE_MKL=1"
+        elif ext() is None:
+            _blas_error = "needs minigrad._C"
+        else:
+            path = _mkl_library()
+            if path is None:
+                _blas_error = "the mkl package is not installed"
+            else:
+                try:
+                    _blas_version = _ext.load_blas(path).split(" for ")[0] or path
+                    _blas = _ext
+                except RuntimeError as e:
+                    _blas_error = str(e)
+    return _blas
+
+
+def matmul_info():
+    """Which library runs large CPU matmuls, e.g. "MKL (Intel(R) oneAPI Math Kernel Library Version
+    2026.2...)" or "NumPy (the mkl package is not installed)"."""
+    return f"MKL ({_blas_version})" if blas() is not None else f"NumPy ({_blas_error})"
+
+
 def backend_info():
     """Which kernel path each device uses, e.g. {"cpu": "C++ (minigrad._C)", "cuda": "CuPy kernels"}."""
     cpu = "C++ (minigrad._C)" if ext() is not None else f"NumPy fallback ({_ext_error})"
     cuda = "CuPy kernels" if cupy() is not None else f"unavailable ({_cupy_error})"
-    info = {"cpu": cpu, "cuda": cuda}
+    info = {"cpu": cpu, "cpu_matmul": matmul_info(), "cuda": cuda}
     if _ext is not None:
         info["cpu_threads"] = _ext.get_num_threads()
     return info

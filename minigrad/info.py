@@ -7,7 +7,7 @@ import numpy as np
 
 from . import backend
 
-_OPTIONAL = ("cupy", "cupy-cuda12x", "cupy-cuda13x", "mpi4py", "safetensors", "tqdm", "scikit-learn", "torch")
+_OPTIONAL = ("cupy", "cupy-cuda12x", "cupy-cuda13x", "mpi4py", "safetensors", "tqdm", "scikit-learn", "torch", "mkl")
 
 
 def _version(dist):

@@ -1,4 +1,5 @@
 """Matrix products."""
+from .. import kernels
 from ..autograd import Function
 from .movement import sum_to_shape
 
@@ -17,7 +18,7 @@ class MatMul(Function):
     def forward(ctx, a, b):
         _check_matmul(a, b)
         ctx.save_for_backward(a, b)
-        return a @ b
+        return kernels.matmul(a, b)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -25,7 +26,7 @@ class MatMul(Function):
         need_a, need_b = ctx.needs_input_grad
         g = grad_output
         if a.ndim == 2 and b.ndim == 2:
-            return g @ b.T if need_a else None, a.T @ g if need_b else None
+            return (kernels.matmul(g, b.T) if need_a else None), (kernels.matmul(a.T, g) if need_b else None)
         if a.ndim == 1 and b.ndim == 1:
             return g * b if need_a else None, g * a if need_b else None
         # promote 1-D operands as NumPy does, then sum out broadcast batch dimensions

@@ -1,7 +1,6 @@
 """Fused layers: bias + activation in one kernel (minigrad/kernels.py), and linear built on it."""
 from .. import kernels
 from ..autograd import Function
-from ..backend import get_array_module
 
 
 def _shape(a):
@@ -61,7 +60,7 @@ class Linear(Function):
         x2 = x.reshape(-1, in_features)
         # z = x @ w.T into a buffer this op owns, so the bias + activation can run in place on it
         z = kernels.empty((x2.shape[0], out_features), w.dtype, like=w)
-        get_array_module(w).matmul(x2, w.T, out=z)
+        kernels.matmul(x2, w.T, out=z)
         ctx.activation, ctx.has_bias, ctx.x_shape = activation, b is not None, x.shape
         if activation == "gelu":  # backward needs z + b, so keep z and write y elsewhere
             y = kernels.bias_act_forward(z, b, activation)
@@ -78,11 +77,10 @@ class Linear(Function):
         need_b = ctx.has_bias and ctx.needs_input_grad[2]
         g = grad_output.reshape(-1, w.shape[0])
         gz, gb = kernels.bias_act_backward(g, saved, ctx.activation, b=b, need_gb=need_b)
-        xp = get_array_module(gz)
         # outputs from the kernel buffer cache: big gradients reuse already-mapped pages each step
-        gx = xp.matmul(gz, w, out=kernels.empty(x2.shape, w.dtype, like=w)).reshape(ctx.x_shape) \
+        gx = kernels.matmul(gz, w, out=kernels.empty(x2.shape, w.dtype, like=w)).reshape(ctx.x_shape) \
             if need_x else None
-        gw = xp.matmul(gz.T, x2, out=kernels.empty(w.shape, w.dtype, like=w)) if need_w else None
+        gw = kernels.matmul(gz.T, x2, out=kernels.empty(w.shape, w.dtype, like=w)) if need_w else None
         return (gx, gw, gb) if ctx.has_bias else (gx, gw)
 
 
