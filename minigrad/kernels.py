@@ -65,17 +65,15 @@ def empty(shape, dtype, like):
     return np.empty(shape, dtype)
 
 
-# MKL's lead over OpenBLAS is in large products (10-25% at 2**28 multiply-adds on a 2-core AVX-512
-# machine); below about 2**26 its transposed-operand cases (weight gradients) ran up to 6x slower.
-_BLAS_MIN_MACS = 1 << 26
-
-
 def matmul(a, b, out=None):
-    """a @ b, as the array module's matmul. Large 2-D float32/float64 NumPy products go to MKL when
-    minigrad found it (backend.blas(): the `mkl` extra), any layout with unit-stride rows or
-    columns, transposed views included, without a copy. `out`, when given, must not overlap a or b."""
-    if type(a) is np.ndarray and a.ndim == 2 and b.ndim == 2 and \
-            a.shape[0] * a.shape[1] * b.shape[1] >= _BLAS_MIN_MACS and a.dtype == b.dtype:
+    """a @ b, as the array module's matmul. 2-D float32/float64 NumPy products go to MKL when minigrad
+    found it (backend.blas(): the `mkl` extra), any layout with unit-stride rows or columns,
+    transposed views included, without a copy. `out`, when given, must not overlap a or b.
+
+    All of them, small ones too: MKL was faster at every size measured, and two threaded BLAS
+    libraries taking turns in one step both lose, each one's idle threads spinning on the cores
+    the other needs (a wide training step ran twice as slow)."""
+    if type(a) is np.ndarray and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype:
         blas = backend.blas()
         if blas is not None and a.dtype in _FLOATS and type(b) is np.ndarray and a.shape[1] == b.shape[0]:
             c = empty((a.shape[0], b.shape[1]), a.dtype, like=a) if out is None else out
