@@ -317,7 +317,8 @@ def environment(probe):
         "python": platform.python_version(), "numpy": np.__version__,
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "env_vars": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                 "MKL_NUM_THREADS", "MINIGRAD_DISABLE_EXT", "CUDA_VISIBLE_DEVICES")
+                                                 "MKL_NUM_THREADS", "MINIGRAD_DISABLE_EXT", "MINIGRAD_DISABLE_MKL",
+                                                 "CUDA_VISIBLE_DEVICES")
                      if k in os.environ},
         "minigrad_commit": _git_commit(),
         "torch": probe.get("torch"),
@@ -555,7 +556,9 @@ def format_table(res):
     blas = env.get("blas_threadpools")
     blas = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']} {b['num_threads']} threads"
                      for b in blas) if isinstance(blas, list) else blas
-    lines.append(f"{env['cpu']}, {env['cores']} cores; BLAS: {blas}; OPENBLAS_CORETYPE="
+    matmul = (env.get("minigrad_kernels") or {}).get("cpu_matmul", "unknown")
+    lines.append(f"{env['cpu']}, {env['cores']} cores; NumPy's BLAS: {blas}; minigrad's CPU matmul: {matmul}; "
+                 f"OPENBLAS_CORETYPE="
                  f"{env['env_vars'].get('OPENBLAS_CORETYPE', '(unset)')}; torch {env.get('torch')}; "
                  f"GPU: {', '.join(env['gpus']) or 'none'}; load average {env['loadavg_start'][0]:.1f} -> "
                  f"{env['loadavg_end'][0]:.1f}" if env.get("loadavg_start") else "")
