@@ -616,7 +616,7 @@ def plot(res, path):
     ax2.set_title("minigrad / PyTorch (red: target)")
     ax2.margins(y=0.2)
     if devs:
-        ax2.legend(fontsize=8)
+        ax2.legend(fontsize=8, loc="upper left")
     env = res["env"]
     fig.suptitle(f"minigrad vs PyTorch {env.get('torch')} - {env['cpu']}, {env['cores']} cores"
                  f"{', ' + env['gpus'][0] if env['gpus'] else ''} - {res['date'][:10]}"
