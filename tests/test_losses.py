@@ -236,8 +236,8 @@ def test_cross_entropy_probability_shape_mismatch():
 def test_cross_entropy_wrong_target_dtype_and_logits_rank():
     with pytest.raises(TypeError, match="found dtype bool"):
         F.cross_entropy(mg.zeros(2, 3), mg.tensor([True, False]))
-    with pytest.raises(ValueError, match=r"logits must have shape \(N, C\) or \(C,\), found \(2, 3, 4\)"):
-        F.cross_entropy(mg.zeros(2, 3, 4), mg.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"input must have shape \(N, C\), \(C,\) or \(N, C, d1, ...\), found \(\)"):
+        F.cross_entropy(mg.tensor(1.0), mg.tensor(0))
 
 
 @pytest.mark.parametrize("fn", [F.binary_cross_entropy, F.binary_cross_entropy_with_logits])
@@ -292,3 +292,103 @@ def test_cross_entropy_many_and_few_classes(rng, classes, reduction):
     a = mg.tensor(x.astype(np.float32), requires_grad=True)
     F.cross_entropy(a, mg.tensor(t), reduction=reduction).sum().backward()
     assert a.grad.data.flags.c_contiguous and a.grad.dtype == np.float32
+
+
+# --- cross_entropy's PyTorch options: weight, ignore_index, label_smoothing, (N, C, d1, ...) -----
+CE_OPTIONS = [dict(weight=[1.0, 2.0, 0.5, 3.0, 1.5]), dict(ignore_index=-100), dict(ignore_index=2),
+              dict(label_smoothing=0.2), dict(weight=[0.2, 1.0, 2.0, 0.7, 1.1], ignore_index=4, label_smoothing=0.1)]
+
+
+def _labels_with_ignored(rng, shape, opts):
+    t = rng.integers(0, 5, shape)
+    flat = t.reshape(-1)
+    flat[::3] = opts.get("ignore_index", -100) if "ignore_index" in opts else flat[::3]
+    return t
+
+
+def _opts(opts, lib):
+    out = dict(opts)
+    if "weight" in out:
+        out["weight"] = lib.tensor(np.array(out["weight"], np.float64))
+    return out
+
+
+@needs_torch
+@pytest.mark.parametrize("opts", CE_OPTIONS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(7, 5), (3, 5, 4), (2, 5, 3, 2)])
+def test_torch_cross_entropy_options(rng, opts, reduction, shape):
+    tf = torch.nn.functional
+    x = rng.standard_normal(shape)
+    t = _labels_with_ignored(rng, (shape[0],) + shape[2:], opts)
+    _torch_pair(lambda a, b: F.cross_entropy(a, b, reduction=reduction, **_opts(opts, mg)),
+                lambda a, b: tf.cross_entropy(a, b, reduction=reduction, **_opts(opts, torch)), x, t)
+
+
+@needs_torch
+@pytest.mark.parametrize("opts", [dict(weight=[1.0, 2.0, 0.5, 3.0, 1.5]), dict(label_smoothing=0.3),
+                                  dict(weight=[0.2, 1.0, 2.0, 0.7, 1.1], label_smoothing=0.1)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(7, 5), (3, 5, 4)])
+def test_torch_cross_entropy_probability_options(rng, opts, reduction, shape):
+    tf = torch.nn.functional
+    x = rng.standard_normal(shape)
+    p = np.moveaxis(rng.dirichlet(np.ones(5), (shape[0],) + shape[2:]), -1, 1)
+    _torch_pair(lambda a, b: F.cross_entropy(a, b, reduction=reduction, **_opts(opts, mg)),
+                lambda a, b: tf.cross_entropy(a, b, reduction=reduction, **_opts(opts, torch)), x, p, y_grad=True)
+
+
+@needs_torch
+def test_torch_cross_entropy_every_target_ignored(rng):
+    x = rng.standard_normal((3, 4))
+    _torch_pair(lambda a, b: F.cross_entropy(a, b, ignore_index=1),
+                lambda a, b: torch.nn.functional.cross_entropy(a, b, ignore_index=1), x, np.ones(3, np.int64))
+
+
+@pytest.mark.parametrize("opts", CE_OPTIONS)
+def test_gradcheck_cross_entropy_options(rng, opts):
+    t = mg.tensor(_labels_with_ignored(rng, (3, 2), opts))
+    gradcheck(lambda x: F.cross_entropy(x, t, **_opts(opts, mg)), [t64(rng.standard_normal((3, 5, 2)))])
+
+
+def test_gradcheck_cross_entropy_probabilities_smoothed_and_weighted(rng):
+    w = mg.tensor([0.5, 1.0, 2.0])
+    gradcheck(lambda x, p: F.cross_entropy(x, p, w, label_smoothing=0.2, reduction="sum"),
+              [t64(rng.standard_normal((4, 3))), t64(rng.dirichlet(np.ones(3), 4))])
+
+
+def test_cross_entropy_ignored_labels_value(rng):
+    x = rng.standard_normal((4, 3))
+    t = np.array([0, -100, 2, -100])
+    loss = F.cross_entropy(mg.tensor(x), mg.tensor(t)).item()
+    kept = -_log_softmax(x)[[0, 2], [0, 2]]
+    assert loss == pytest.approx(kept.mean())
+
+
+def test_cross_entropy_options_errors():
+    x = mg.zeros(3, 4)
+    with pytest.raises(ValueError, match=r"weight must have one entry per class, shape \(4,\), found \(3,\)"):
+        F.cross_entropy(x, mg.tensor([0, 1, 2]), mg.ones(3))
+    with pytest.raises(ValueError, match=r"label_smoothing must lie in \[0, 1\], found 1.5"):
+        F.cross_entropy(x, mg.tensor([0, 1, 2]), label_smoothing=1.5)
+    with pytest.raises(TypeError, match="pass reduction='sum' by keyword"):
+        F.cross_entropy(x, mg.tensor([0, 1, 2]), "sum")
+    with pytest.raises(ValueError, match="ignore_index .* only applies to class-index targets"):
+        F.cross_entropy(x, mg.ones(3, 4) / 4, ignore_index=0)
+    with pytest.raises(IndexError, match=r"class 7 but logits have 4 classes \(valid 0..3\); targets equal to ignore_index \(-1\)"):
+        F.cross_entropy(x, mg.tensor([0, -1, 7]), ignore_index=-1)
+    with pytest.raises(ValueError, match=r"must have shape \(2, 3\) for input of shape \(2, 4, 3\), found \(2,\)"):
+        F.cross_entropy(mg.zeros(2, 4, 3), mg.tensor([0, 1]))
+
+
+def test_cross_entropy_loss_module_options():
+    loss = nn.CrossEntropyLoss([1.0, 2.0, 3.0], ignore_index=0, label_smoothing=0.1, reduction="sum")
+    assert repr(loss) == "CrossEntropyLoss(reduction='sum', ignore_index=0, label_smoothing=0.1)"
+    assert list(loss.state_dict()) == ["weight"]
+    x, t = mg.tensor(np.eye(3) * 2.0), mg.tensor([0, 1, 2])
+    expected = F.cross_entropy(x, t, mg.tensor([1.0, 2.0, 3.0]), ignore_index=0, label_smoothing=0.1,
+                               reduction="sum")
+    assert loss(x, t).item() == pytest.approx(expected.item())
+    assert list(nn.CrossEntropyLoss().state_dict()) == []
+    with pytest.raises(TypeError, match="pass reduction='none' by keyword"):
+        nn.CrossEntropyLoss("none")

@@ -10,7 +10,7 @@ from .. import kernels
 from ..backend import device as _device, xp_for
 from ..ops import flatten as _flatten
 from ..ops.nn import Linear as _LinearFn
-from ..tensor import _wrap
+from ..tensor import Tensor, _wrap, tensor
 
 
 class Linear(Module):
@@ -174,9 +174,27 @@ class _Loss(Module):
 
 
 class CrossEntropyLoss(_Loss):
-    """Cross-entropy from logits (N, C); target: integer class indices (N,) or class probabilities (N, C)."""
+    """Cross-entropy from logits (N, C) (or (N, C, d1, ...)); target: integer class indices (N,) or
+    class probabilities of the logits' shape. weight (C,) is a buffer: it follows .to() and is saved
+    in state_dict. See nn.functional.cross_entropy for ignore_index and label_smoothing."""
+    def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__(reduction)
+        if isinstance(weight, str):
+            raise TypeError(f"CrossEntropyLoss: the first argument is weight, found {weight!r}; "
+                            f"pass reduction={weight!r} by keyword")
+        if weight is not None and not isinstance(weight, Tensor):
+            weight = tensor(weight)
+        self.register_buffer("weight", weight)
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
+
     def forward(self, input, target):
-        return F.cross_entropy(input, target, self.reduction)
+        return F.cross_entropy(input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
+                               label_smoothing=self.label_smoothing)
+
+    def extra_repr(self):
+        parts = [super().extra_repr()] + ([f"ignore_index={self.ignore_index}"] if self.ignore_index != -100 else []) \
+            + ([f"label_smoothing={self.label_smoothing}"] if self.label_smoothing else [])
+        return ", ".join(p for p in parts if p)
 
 
 class MSELoss(_Loss):

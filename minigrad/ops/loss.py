@@ -13,9 +13,11 @@ from .movement import cast, reshape
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _reduce(xp, loss, reduction):
+def _reduce(xp, loss, reduction, n=None):
+    """n: what "mean" divides the sum by (default: the number of terms)."""
     if reduction == "mean":  # sum / count, as ndarray.mean computes it, without its Python overhead
-        return xp.asarray(xp.add.reduce(loss, axis=None) / loss.size)
+        with np.errstate(invalid="ignore"):  # 0 / 0 = nan: every target ignored, as PyTorch
+            return xp.asarray(xp.add.reduce(loss, axis=None) / (loss.size if n is None else n))
     if reduction == "sum":
         return xp.asarray(xp.add.reduce(loss, axis=None))
     return loss
@@ -23,7 +25,9 @@ def _reduce(xp, loss, reduction):
 
 def _upstream(grad_output, reduction, n):
     """The gradient reaching each per-sample (or per-element) loss term."""
-    return grad_output / n if reduction == "mean" else grad_output
+    if reduction != "mean":
+        return grad_output
+    return grad_output / n if n else grad_output * 0  # nothing counted: no term has a gradient
 
 
 class CrossEntropyIndices(Function):
@@ -67,9 +71,11 @@ _TRANSPOSE_MAX_CLASSES = 32
 
 
 class CrossEntropyProbs(Function):
-    """Cross-entropy of (N, C) logits against (N, C) class probabilities."""
+    """Cross-entropy of (N, C) logits against (N, C) class probabilities (or any non-negative
+    per-class coefficients: the weighted, smoothed and ignore_index forms are built on it), "mean"
+    dividing the sum by n (default N)."""
     @staticmethod
-    def forward(ctx, x, t, reduction):
+    def forward(ctx, x, t, reduction, n=None):
         xp = get_array_module(x)
         z = x - x.max(axis=1, keepdims=True)
         e = xp.exp(z)
@@ -78,13 +84,13 @@ class CrossEntropyProbs(Function):
         loss = -(t * logp).sum(axis=1)
         e /= s
         ctx.save_for_backward(e, t, logp)
-        ctx.reduction = reduction
-        return _reduce(xp, loss, reduction)
+        ctx.reduction, ctx.n = reduction, x.shape[0] if n is None else n
+        return _reduce(xp, loss, reduction, ctx.n)
 
     @staticmethod
     def backward(ctx, grad_output):
         p, t, logp = ctx.saved_tensors
-        g = _upstream(grad_output, ctx.reduction, p.shape[0])
+        g = _upstream(grad_output, ctx.reduction, ctx.n)
         g = g[:, None] if ctx.reduction == "none" else g
         need_x, need_t = ctx.needs_input_grad
         # d/dx of -sum_j t_j log p_j is p * sum_j t_j - t (p - t when t sums to 1)
@@ -195,41 +201,111 @@ _ONE_HOT_HINT = ("; integer class labels need one-hot encoding to match the pred
                  "(or use cross_entropy with class indices)")
 
 
-def cross_entropy(logits, target, reduction="mean"):
-    """Cross-entropy from unnormalized logits (N, C) or (C,).
+def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Cross-entropy from unnormalized logits, as torch.nn.functional.cross_entropy.
 
-    target: integer class indices (N,) (or a 0-d index for (C,) logits), or float class
-    probabilities with the logits' shape. Returns a 0-d tensor, or (N,) with reduction="none"."""
+    input: (N, C), (C,) or (N, C, d1, ..., dk), classes along axis 1. target: integer class
+    indices (N,) ((N, d1, ..., dk); a 0-d index for (C,) logits), or float class probabilities of
+    the input's shape. weight: per-class weights (C,); ignore_index: an index target that
+    contributes nothing (indices only); label_smoothing: the share of each target spread evenly
+    over all classes. "mean" averages over samples, weighted by weight[target] for indices as
+    PyTorch does. Returns a 0-d tensor, or one loss per sample with reduction="none"."""
     _check_reduction("cross_entropy", reduction)
-    target = _as_target(target, logits)
-    x, t = logits.data, target.data
+    if isinstance(weight, str):
+        raise TypeError(f"cross_entropy: the third argument is weight, found {weight!r}; "
+                        f"pass reduction={weight!r} by keyword")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must lie in [0, 1], found {label_smoothing}")
+    target = _as_target(target, input)
+    x, t = input.data, target.data
+    options = dict(weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
     if x.ndim == 1:
-        out = cross_entropy(reshape(logits, 1, -1), reshape(target, 1, *t.shape), reduction)
+        out = cross_entropy(reshape(input, 1, -1), reshape(target, 1, *t.shape), **options)
         return reshape(out, ()) if reduction == "none" else out
-    if x.ndim != 2:
-        raise ValueError(f"cross_entropy: logits must have shape (N, C) or (C,), found {tuple(x.shape)}")
+    if x.ndim == 0:
+        raise ValueError("cross_entropy: input must have shape (N, C), (C,) or (N, C, d1, ...), found ()")
+    if x.ndim > 2:  # classes last, then one row per (sample, position)
+        n, c, rest = x.shape[0], x.shape[1], x.shape[2:]
+        if t.dtype.kind in "iu" and t.shape != (n, *rest):
+            raise ValueError(f"cross_entropy: integer class-index target must have shape {(n, *rest)} for input of "
+                             f"shape {tuple(x.shape)}, found {tuple(t.shape)}")
+        last = (0, *range(2, x.ndim), 1)
+        rows = reshape(input.transpose(last), -1, c)
+        t_rows = reshape(target, -1) if t.shape != x.shape else reshape(target.transpose(last), -1, c)
+        out = cross_entropy(rows, t_rows, **options)
+        return reshape(out, n, *rest) if reduction == "none" else out
     n, c = x.shape
+    if weight is not None:
+        weight = _class_weights(weight, input, c)
     kind = t.dtype.kind
     if kind in "iu":
         if t.shape != (n,):
             raise ValueError(f"cross_entropy: integer class-index target must have shape ({n},) for logits of "
                              f"shape {tuple(x.shape)}, found {tuple(t.shape)}; for one-hot targets or class "
                              "probabilities pass a float tensor of the logits' shape")
-        if n:
-            hi = t.view(f"u{t.dtype.itemsize}").max()  # negative labels wrap to huge unsigned values
-            if hi >= c:
-                bad = int(t.min()) if t.min() < 0 else int(hi)
-                raise IndexError(f"cross_entropy: target contains class {bad} but logits have {c} classes "
-                                 f"(valid 0..{c - 1})")
-        return CrossEntropyIndices.apply(logits, target, reduction=reduction)
+        keep = _check_labels(t, c, ignore_index)
+        if keep is None and weight is None and not label_smoothing:
+            return CrossEntropyIndices.apply(input, target, reduction=reduction)
+        q, total = _index_coefficients(t, c, keep, weight, label_smoothing, x.dtype)
+        return CrossEntropyProbs.apply(input, tensor(q, device=input.device), reduction=reduction, n=total)
     if kind == "f":
         if t.shape != x.shape:
             raise ValueError(f"cross_entropy: target of shape {tuple(t.shape)} and dtype {t.dtype}: class indices "
                              f"must be an integer tensor of shape ({n},) (e.g. y.long()), class probabilities "
                              f"a float tensor of the logits' shape {tuple(x.shape)}")
-        return CrossEntropyProbs.apply(logits, _float_target("cross_entropy", logits, target), reduction=reduction)
+        if ignore_index >= 0:
+            raise ValueError(f"cross_entropy: ignore_index ({ignore_index}) only applies to class-index targets, "
+                             "found class probabilities")
+        target = _float_target("cross_entropy", input, target)
+        if label_smoothing:
+            target = target * (1 - label_smoothing) + label_smoothing / c
+        if weight is not None:
+            target = target * weight
+        return CrossEntropyProbs.apply(input, target, reduction=reduction)
     raise TypeError(f"cross_entropy: target must hold integer class indices or float probabilities, "
                     f"found dtype {t.dtype}")
+
+
+def _class_weights(weight, input, c):
+    w = _as_target(weight, input)
+    if w.data.shape != (c,):
+        raise ValueError(f"cross_entropy: weight must have one entry per class, shape ({c},), "
+                         f"found {tuple(w.data.shape)}")
+    return _float_target("cross_entropy", input, w).detach()
+
+
+def _check_labels(t, c, ignore_index):
+    """None when every label is a class in [0, c); else the mask of labels that are not
+    ignore_index, after checking those. IndexError names a label out of range."""
+    if not t.size:
+        return None
+    hi = t.view(f"u{t.dtype.itemsize}").max()  # negative labels wrap to huge unsigned values
+    if hi < c and not 0 <= ignore_index < c:
+        return None
+    keep = t != ignore_index
+    kept = t[keep]
+    if kept.size and (kept.min() < 0 or kept.max() >= c):
+        bad = int(kept.min()) if kept.min() < 0 else int(kept.max())
+        raise IndexError(f"cross_entropy: target contains class {bad} but logits have {c} classes "
+                         f"(valid 0..{c - 1}); targets equal to ignore_index ({ignore_index}) are skipped")
+    return None if keep.all() else keep
+
+
+def _index_coefficients(t, c, keep, weight, smoothing, dtype):
+    """Class-index targets as per-class coefficients q (N, C) for CrossEntropyProbs, and what "mean"
+    divides by: loss_i = -sum_j q_ij log p_ij with q_i = w[t_i] ((1 - s) onehot(t_i) + s / c w / w[t_i])
+    for kept samples, 0 for ignored ones; the divisor is sum_i w[t_i] over the kept, as PyTorch."""
+    xp = get_array_module(t)
+    n = t.shape[0]
+    keep = xp.ones(n, bool) if keep is None else keep
+    rows, labels = xp.arange(n)[keep], t[keep]
+    w = None if weight is None else weight.data
+    w_t = xp.ones(labels.shape[0], dtype) if w is None else w[labels]
+    q = xp.zeros((n, c), dtype)
+    q[rows, labels] = (1 - smoothing) * w_t
+    if smoothing:
+        q[rows] += (smoothing / c) * (1 if w is None else w)
+    return q, w_t.sum()
 
 
 def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
