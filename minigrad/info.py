@@ -18,7 +18,9 @@ def _version(dist):
 
 
 def _blas():
-    """BLAS libraries NumPy uses: threadpoolctl's live view when installed, else NumPy's build info."""
+    """BLAS libraries in this process (NumPy's; MKL once minigrad loaded it for matmul): threadpoolctl's
+    live view when installed, else NumPy's build info. Which one runs minigrad's matmuls is
+    kernels' cpu_matmul."""
     try:
         from threadpoolctl import threadpool_info
         libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
@@ -57,7 +59,7 @@ def system_info():
         "python": f"{platform.python_version()} ({sys.executable})",
         "platform": platform.platform(),
         "numpy": np.__version__,
-        "blas": _blas(),
+        "blas loaded": _blas(),
         "cupy": (cp.__version__ if cp is not None else f"not usable ({why})"),
         "gpus": gpus or ["none found"],
     }

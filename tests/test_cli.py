@@ -87,7 +87,7 @@ def test_bad_device(capsys):
 def test_info(capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
-    for word in ("minigrad:", mg.__version__, "numpy:", np.__version__, "blas:", "cupy:", "gpus:", "kernels:"):
+    for word in ("minigrad:", mg.__version__, "numpy:", np.__version__, "blas loaded:", "cpu_matmul", "cupy:", "gpus:", "kernels:"):
         assert word in out
     assert cli.main(["info", "--json"]) == 0
     import json
