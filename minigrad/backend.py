@@ -167,8 +167,8 @@ def ext():
 
 # ----------------------------------------------------------------------------------------------
 # MKL for CPU matmuls (the `mkl` extra): NumPy's OpenBLAS is slower at GEMM on x86. Found through
-# the `mkl` package's installed files and opened by the extension, once, at the first large
-# matmul; MINIGRAD_DISABLE_MKL=1 (read then) keeps every matmul on NumPy.
+# the `mkl` package's installed files and opened by the extension, once, at the first matmul;
+# MINIGRAD_DISABLE_MKL=1 (read then) keeps every matmul on NumPy.
 
 _blas = None
 _blas_error = None
@@ -212,7 +212,7 @@ def blas():
 
 
 def matmul_info():
-    """Which library runs large CPU matmuls, e.g. "MKL (Intel(R) oneAPI Math Kernel Library Version
+    """Which library runs CPU matmuls, e.g. "MKL (Intel(R) oneAPI Math Kernel Library Version
     2026.2...)" or "NumPy (the mkl package is not installed)"."""
     return f"MKL ({_blas_version})" if blas() is not None else f"NumPy ({_blas_error})"
 

@@ -7,6 +7,9 @@
 
 Activations: None (identity), "relu", "sigmoid", "tanh", "gelu" (exact erf form, as PyTorch's default).
 z has shape (..., M) and b shape (M,) or is None.
+
+The same choice for the optimizers' one-pass updates (adam_step, sgd_step), and for CPU matmul
+(matmul: MKL through the extension when the `mkl` extra is installed, else NumPy).
 """
 import math
 
