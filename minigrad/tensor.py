@@ -224,6 +224,20 @@ class Tensor:
         return ops.flatten(self, start if start_dim is None else start_dim, end if end_dim is None else end_dim)
     def expand(self, *shape): return ops.expand(self, *shape)
 
+    def unsqueeze(self, dim):
+        """A view with a new axis of size 1 at dim (negative counts from the end of the result)."""
+        d = _axis(dim, self.ndim + 1, "unsqueeze")
+        return ops.reshape(self, *self.shape[:d], 1, *self.shape[d:])
+
+    def squeeze(self, dim=None):
+        """Drop axes of size 1: all of them, or those of dim (an int or a tuple) that have size 1."""
+        if dim is None:
+            drop = {d for d, n in enumerate(self.shape) if n == 1}
+        else:
+            dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+            drop = {d for d in (_axis(a, self.ndim, "squeeze") for a in dims) if self.shape[d] == 1}
+        return ops.reshape(self, *[n for d, n in enumerate(self.shape) if d not in drop]) if drop else self
+
     def __repr__(self):
         body = np.array2string(self.numpy(), separator=", ", prefix="tensor(", precision=4)
         extra = []
@@ -236,6 +250,13 @@ class Tensor:
         elif self.requires_grad:
             extra.append("requires_grad=True")
         return "tensor(" + body + "".join(", " + e for e in extra) + ")"
+
+
+def _axis(dim, ndim, op):
+    if not isinstance(dim, int) or not -max(ndim, 1) <= dim < max(ndim, 1):
+        raise IndexError(f"{op}: dimension {dim!r} out of range for {ndim} dimensions "
+                         f"(expected an int in [{-max(ndim, 1)}, {max(ndim, 1) - 1}])")
+    return dim % max(ndim, 1)
 
 
 class _HookHandle:

@@ -148,3 +148,28 @@ def test_devices_survive_deepcopy_and_pickle():
     clone = copy.deepcopy(layer)
     assert clone.weight.device is layer.weight.device
     assert clone.weight.data is not layer.weight.data
+
+
+def test_squeeze_and_unsqueeze_match_torch_shapes_and_pass_gradients():
+    x = mg.randn(3, 1, 4, 1, requires_grad=True)
+    assert x.unsqueeze(0).shape == (1, 3, 1, 4, 1)
+    assert x.unsqueeze(-1).shape == (3, 1, 4, 1, 1)
+    assert x.unsqueeze(2).shape == (3, 1, 1, 4, 1)
+    assert x.squeeze().shape == (3, 4)
+    assert x.squeeze(1).shape == (3, 4, 1)
+    assert x.squeeze(-1).shape == (3, 1, 4)
+    assert x.squeeze(0) is x                      # size 3: nothing to drop, as PyTorch
+    assert x.squeeze((1, 3)).shape == (3, 4)
+    assert mg.tensor(2.0).unsqueeze(0).shape == (1,)
+    assert mg.ones(1).squeeze().shape == ()
+    w = mg.tensor(np.arange(12.0).reshape(3, 4))
+    (x.squeeze().unsqueeze(0) * w).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.arange(12.0).reshape(3, 1, 4, 1))
+
+
+def test_squeeze_and_unsqueeze_reject_bad_dims():
+    x = mg.zeros(2, 3)
+    with pytest.raises(IndexError, match=r"unsqueeze: dimension 3 out of range for 3 dimensions \(expected an int in \[-3, 2\]\)"):
+        x.unsqueeze(3)
+    with pytest.raises(IndexError, match="squeeze: dimension -3 out of range for 2 dimensions"):
+        x.squeeze(-3)
