@@ -267,24 +267,60 @@ template <typename T> T* flat(const py::object& obj, const char* name, py::ssize
   return static_cast<T*>(a.mutable_data());
 }
 
+// The gradient of a flat buffer of n elements: one flat array, or a list of arrays (each
+// parameter's own .grad, in the buffer's order) read where backward left them instead of being
+// gathered into one buffer first. Holds references to the arrays while the update runs.
+template <typename T> struct GradPieces {
+  std::vector<py::array> arrays;
+  GradPieces(const py::object& g, py::ssize_t n) {
+    if (py::isinstance<py::list>(g) || py::isinstance<py::tuple>(g)) {
+      for (auto h : g) arrays.push_back(py::reinterpret_borrow<py::object>(h).cast<py::array>());
+    } else {
+      arrays.push_back(g.cast<py::array>());
+    }
+    py::ssize_t total = 0;
+    for (auto& a : arrays) {
+      check<T>(a, "g");
+      total += a.size();
+    }
+    if (total != n)
+      throw py::value_error("g has " + std::to_string(total) + " elements, expected " + std::to_string(n));
+  }
+  // f(offset, pointer, length) for each piece, in order
+  template <typename F> void each(const F& f) const {
+    py::ssize_t offset = 0;
+    for (auto& a : arrays) {
+      f(offset, static_cast<const T*>(a.data()), a.size());
+      offset += a.size();
+    }
+  }
+};
+
+template <typename T> T* at(T* p, py::ssize_t offset) { return p ? p + offset : nullptr; }
+
 template <typename T>
 void adam(const py::array& p, const py::object& g, const py::object& m, const py::object& v,
           const py::object& vmax, const minigrad::AdamArgs& args) {
   auto n = p.size();
   T* pp = flat<T>(p, "p", n);
-  T *gp = flat<T>(g, "g", n), *mp = flat<T>(m, "m", n), *vp = flat<T>(v, "v", n);
-  T* xp = flat<T>(vmax, "vmax", n);
+  GradPieces<T> grads(g, n);
+  T *mp = flat<T>(m, "m", n), *vp = flat<T>(v, "v", n), *xp = flat<T>(vmax, "vmax", n);
   py::gil_scoped_release release;
-  minigrad::adam_step<T>(pp, gp, mp, vp, xp, n, args);
+  grads.each([&](py::ssize_t o, const T* gp, py::ssize_t k) {
+    minigrad::adam_step<T>(pp + o, gp, mp + o, vp + o, at(xp, o), k, args);
+  });
 }
 
 template <typename T>
 void sgd(const py::array& p, const py::object& g, const py::object& buf, const minigrad::SGDArgs& args) {
   auto n = p.size();
   T* pp = flat<T>(p, "p", n);
-  T *gp = flat<T>(g, "g", n), *bp = flat<T>(buf, "momentum_buffer", n);
+  GradPieces<T> grads(g, n);
+  T* bp = flat<T>(buf, "momentum_buffer", n);
   py::gil_scoped_release release;
-  minigrad::sgd_step<T>(pp, gp, bp, n, args);
+  grads.each([&](py::ssize_t o, const T* gp, py::ssize_t k) {
+    minigrad::sgd_step<T>(pp + o, gp, at(bp, o), k, args);
+  });
 }
 
 }  // namespace
@@ -339,7 +375,8 @@ PYBIND11_MODULE(_C, m) {
       py::arg("p"), py::arg("g"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("max_exp_avg_sq"),
       py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
       py::arg("decoupled"), py::arg("step_size"), py::arg("bias2_sqrt"),
-      "One Adam/AdamW step in place over flat C-contiguous buffers of one dtype (max_exp_avg_sq None without amsgrad).");
+      "One Adam/AdamW step in place over flat C-contiguous buffers of one dtype (max_exp_avg_sq None without "
+      "amsgrad); g is a flat buffer or a list of C-contiguous arrays that together cover p in order.");
 
   m.def(
       "sgd_step",
@@ -350,7 +387,8 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("p"), py::arg("g"), py::arg("momentum_buffer"), py::arg("lr"), py::arg("momentum"),
       py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("first_step"),
-      "One SGD step in place over flat C-contiguous buffers (momentum_buffer None without momentum).");
+      "One SGD step in place over flat C-contiguous buffers (momentum_buffer None without momentum); g as "
+      "for adam_step.");
 
   minigrad::bind_blas(m);
 

@@ -38,15 +38,18 @@ class Adam(Optimizer):
     def _state_names(self, group):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
 
+    def _fused_update(self, group, p, grads, state, step):
+        beta1, beta2 = group["betas"]
+        return kernels.adam_step(p, grads, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                                 lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                                 weight_decay=group["weight_decay"], decoupled=self._decoupled,
+                                 step_size=group["lr"] / (1 - beta1 ** step),
+                                 bias2_sqrt=math.sqrt(1 - beta2 ** step))
+
     def _update(self, group, p, g, state, step, work):
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
         beta1, beta2 = group["betas"]
         step_size = lr / (1 - beta1 ** step)
-        if kernels.adam_step(p, g, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
-                             lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=wd,
-                             decoupled=self._decoupled, step_size=step_size,
-                             bias2_sqrt=math.sqrt(1 - beta2 ** step)):
-            return
         xp, t1, t2 = get_array_module(p), work[0], work[1]
         if wd:
             if self._decoupled:

@@ -91,7 +91,8 @@ class _Bucket:
 
 
 class Optimizer:
-    """Base class: subclasses define _state_names(group), _n_work and _update(...)."""
+    """Base class: subclasses define _state_names(group), _n_work and _update(...), and may
+    define _fused_update(...)."""
     _n_work = 1
     _has_step = False  # whether state_dict() lists a per-parameter "step", as torch's Adam
 
@@ -182,18 +183,22 @@ class Optimizer:
         for i, group in enumerate(self.param_groups):
             for b in self._current_buckets(i):
                 try:
-                    b.xp.concatenate([p.grad.data for p in b.params], axis=None, out=b.grad)
+                    grads = [p.grad.data for p in b.params]
                 except AttributeError:  # a parameter without a gradient: update the others one by one
                     self._step_each(group, b)
                     continue
-                except (ValueError, TypeError):
-                    _check_grads(b.params)
-                    raise
                 if b.steps is not None:
                     self._step_each(group, b)
                     continue
-                b.count += 1
-                self._update(group, b.data, b.grad, b.state, b.count, b.work)
+                step = b.count + 1
+                try:
+                    if not self._fused_update(group, b.data, grads, b.state, step):
+                        b.xp.concatenate(grads, axis=None, out=b.grad)
+                        self._update(group, b.data, b.grad, b.state, step, b.work)
+                except (ValueError, TypeError):
+                    _check_grads(b.params)
+                    raise
+                b.count = step
         return loss
 
     def _step_each(self, group, b):
@@ -203,15 +208,22 @@ class Optimizer:
                 continue
             _check_grads([p])
             sl = b.segment(j)
-            g = b.grad[sl]
-            g[...] = p.grad.data.reshape(-1)
             steps[j] += 1
-            self._update(group, b.data[sl], g, {n: f[sl] for n, f in b.state.items()}, steps[j],
-                         [w[sl] for w in b.work])
+            state = {n: f[sl] for n, f in b.state.items()}
+            if not self._fused_update(group, b.data[sl], [p.grad.data], state, steps[j]):
+                g = b.grad[sl]
+                g[...] = p.grad.data.reshape(-1)
+                self._update(group, b.data[sl], g, state, steps[j], [w[sl] for w in b.work])
         b.set_steps(steps)
 
     def _state_names(self, group):
         return ()
+
+    def _fused_update(self, group, p, grads, state, step):
+        """The update in one compiled pass, reading grads (each parameter's gradient array, in p's
+        order) where backward left them; False, having done nothing, where no such kernel takes
+        these arrays: then they are gathered into a flat buffer for _update."""
+        return False
 
     def _update(self, group, p, g, state, step, work):
         """Update flat arrays in place: p (parameters), g (gradients, may be overwritten),

@@ -31,12 +31,15 @@ class SGD(Optimizer):
     def _state_names(self, group):
         return ("momentum_buffer",) if group["momentum"] else ()
 
+    def _fused_update(self, group, p, grads, state, step):
+        momentum = group["momentum"]
+        return kernels.sgd_step(p, grads, state.get("momentum_buffer") if momentum else None, lr=group["lr"],
+                                momentum=momentum, dampening=group["dampening"],
+                                weight_decay=group["weight_decay"], nesterov=group["nesterov"],
+                                first_step=step == 1)
+
     def _update(self, group, p, g, state, step, work):
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-        if kernels.sgd_step(p, g, state.get("momentum_buffer") if momentum else None, lr=lr,
-                            momentum=momentum, dampening=group["dampening"], weight_decay=wd,
-                            nesterov=group["nesterov"], first_step=step == 1):
-            return
         xp, tmp = get_array_module(p), work[0]
         if wd:
             xp.multiply(p, wd, out=tmp)
