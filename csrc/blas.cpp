@@ -61,18 +61,20 @@ std::string load_blas(const std::string& path) {
 }
 
 // A 2-D operand as BLAS sees it: rows or columns with unit stride (a C-ordered array, a transpose
-// of one, or a slice of rows of either), else false.
+// of one, or a slice of rows of either), else false. The stride of an axis of length 1 is never
+// used, so it may be anything (NumPy gives a[None, :] a zero one).
 bool as_operand(const py::array& a, int& trans, int& ld) {
   const auto item = static_cast<py::ssize_t>(a.itemsize());
   const py::ssize_t r = a.shape(0), c = a.shape(1), s0 = a.strides(0), s1 = a.strides(1);
   if (s0 % item || s1 % item) return false;
   const py::ssize_t e0 = s0 / item, e1 = s1 / item;
-  if (e1 == 1 && e0 >= std::max<py::ssize_t>(c, 1)) {
+  const py::ssize_t rows = std::max<py::ssize_t>(r, 1), cols = std::max<py::ssize_t>(c, 1);
+  if ((c == 1 || e1 == 1) && (r == 1 || e0 >= cols)) {
     trans = kNoTrans;
-    ld = static_cast<int>(e0);
-  } else if (e0 == 1 && e1 >= std::max<py::ssize_t>(r, 1)) {
+    ld = static_cast<int>(r == 1 ? cols : e0);
+  } else if ((r == 1 || e0 == 1) && (c == 1 || e1 >= rows)) {
     trans = kTrans;
-    ld = static_cast<int>(e1);
+    ld = static_cast<int>(c == 1 ? rows : e1);
   } else {
     return false;
   }

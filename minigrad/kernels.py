@@ -69,20 +69,26 @@ def empty(shape, dtype, like):
 
 
 def matmul(a, b, out=None):
-    """a @ b, as the array module's matmul. 2-D float32/float64 NumPy products go to MKL when minigrad
-    found it (backend.blas(): the `mkl` extra), any layout with unit-stride rows or columns,
-    transposed views included, without a copy. `out`, when given, must not overlap a or b.
+    """a @ b, as the array module's matmul. Float32/float64 NumPy products that one GEMM covers go to
+    MKL when minigrad found it (backend.blas(): the `mkl` extra): 2-D @ 2-D with unit-stride rows
+    or columns (transposed views such as w.T included, without copies), 1-D operands, and a
+    C-contiguous (..., M, K) @ (K, N) folded into one (-1, K) @ (K, N) product. Batched products
+    of two stacks stay on NumPy. `out` (2-D products only) must not overlap a or b.
 
-    All of them, small ones too: MKL was faster at every size measured, and two threaded BLAS
+    Small products go to MKL too: it was faster at every size measured, and two threaded BLAS
     libraries taking turns in one step both lose, each one's idle threads spinning on the cores
     the other needs (a wide training step ran twice as slow)."""
-    if type(a) is np.ndarray and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype:
+    if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype and a.dtype in _FLOATS:
         blas = backend.blas()
-        if blas is not None and a.dtype in _FLOATS and type(b) is np.ndarray and a.shape[1] == b.shape[0]:
-            c = empty((a.shape[0], b.shape[1]), a.dtype, like=a) if out is None else out
-            if blas.matmul(a, b, c):
-                return c
-            return np.matmul(a, b, out=c)
+        if blas is not None:
+            if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:
+                c = empty((a.shape[0], b.shape[1]), a.dtype, like=a) if out is None else out
+                return c if blas.matmul(a, b, c) else np.matmul(a, b, out=c)
+            if out is None and 1 <= b.ndim <= 2 and a.ndim and a.shape[-1] == b.shape[0] \
+                    and (a.ndim <= 2 or a.flags.c_contiguous):
+                a2 = a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a[None, :]
+                c = matmul(a2, b if b.ndim == 2 else b[:, None])
+                return c.reshape(a.shape[:-1] + b.shape[1:])
     return backend.get_array_module(a).matmul(a, b, out=out)
 
 

@@ -70,13 +70,27 @@ def test_other_dtypes_and_shapes_stay_on_numpy(mkl):
     assert mixed.dtype == np.float64 and np.allclose(mixed, a32 @ a64)
     ints = np.arange(12).reshape(4, 3)
     assert np.array_equal(kernels.matmul(ints, ints.T), ints @ ints.T)
-    batched = rng.standard_normal((2, 4, 3))
-    assert np.allclose(kernels.matmul(batched, a64), batched @ a64)
+    stacks = rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 3, 5))
+    assert np.allclose(kernels.matmul(*stacks), np.matmul(*stacks))
+    transposed_stack = rng.standard_normal((2, 3, 4)).swapaxes(1, 2)
+    assert np.allclose(kernels.matmul(transposed_stack, a64), transposed_stack @ a64)
+    assert mkl == []
     empty = kernels.matmul(np.ones((0, 3)), np.ones((3, 2)))
     assert empty.shape == (0, 2)
     zero_k = kernels.matmul(np.ones((2, 0)), np.ones((0, 3)))
     assert np.array_equal(zero_k, np.zeros((2, 3)))
     assert mkl == [False, False]  # empty products reach the extension, which leaves them to NumPy
+
+
+@pytest.mark.parametrize("shapes", [((5,), (5, 3)), ((4, 5), (5,)), ((5,), (5,)), ((2, 3, 5), (5, 4)),
+                                    ((2, 3, 5), (5,))])
+def test_one_gemm_covers_vectors_and_a_stack_times_a_matrix(mkl, shapes):
+    rng = np.random.default_rng(3)
+    a, b = (rng.standard_normal(s) for s in shapes)
+    out = kernels.matmul(a, b)
+    assert out.shape == np.matmul(a, b).shape
+    np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-12)
+    assert mkl == [True]
 
 
 def test_extension_checks_shapes(mkl):
