@@ -1,6 +1,6 @@
 """Fused bias + activation: minigrad's kernel vs NumPy's unfused expression vs PyTorch (CPU).
 
-    python benchmarks/bench_fused.py [--repeat 30] [--quick]
+    python benchmarks/bench_fused.py [--repeat 30] [--quick] [--device cuda]
 
 For each shape: forward y = relu(z + b) returning a new array and in place, and the backward
 (gz = gy * relu'(y), gb = gz.sum(0)); then every activation on the main shape. Times are medians
@@ -14,6 +14,10 @@ extension's buffer cache (mapped pages reused, as in a training step), NumPy and
 malloc (a large block may come back freshly mmapped and be page-faulted on first touch, depending
 on the allocator's state); the "fresh np.empty" row runs minigrad's kernel into memory from
 np.empty for comparison.
+
+--device cuda runs the same comparison on the GPU: minigrad's CuPy kernel vs CuPy's unfused
+expression vs PyTorch CUDA, each timed over a batch of back-to-back launches closed by a device
+synchronize, against cupy.copyto's bandwidth; it writes bench_fused_cuda.json.
 """
 import argparse
 import json
@@ -146,6 +150,83 @@ def print_table(title, rows, bw):
         print(f"  {r['pass_']:9s} {r['impl']:46s} {r['ms']:8.3f} {best} {gbs:7.1f} {100 * gbs / bw:6.0f}%")
 
 
+def cuda_rows(shape, dtype, repeat, batch=50):
+    """The relu forward and backward rows and the other activations' forward, on the GPU."""
+    cp = backend.cupy()
+    tcuda = torch is not None and torch.cuda.is_available()
+    rng = np.random.default_rng(0)
+    z, b, gy = (cp.asarray(rng.standard_normal(s).astype(dtype)) for s in (shape, shape[-1:], shape))
+    y = cp.maximum(z + b, 0)
+    fwd = {"cupy cp.maximum(z + b, 0)": lambda: cp.maximum(z + b, 0),
+           "minigrad fused (CuPy kernel)": lambda: kernels.bias_act_forward(z, b, "relu")}
+    bwd = {"cupy gz = gy * (y > 0); gz.sum(0)": lambda: (lambda g: (g, g.sum(0)))(gy * (y > 0)),
+           "minigrad fused backward (gz, gb)": lambda: kernels.bias_act_backward(gy, y, "relu")}
+    acts = {f"minigrad {a}": (lambda a=a: kernels.bias_act_forward(z, b, a)) for a in ("sigmoid", "tanh", "gelu")}
+    if tcuda:
+        tz, tb, tgy, ty = (torch.as_tensor(a, device="cuda") for a in (z, b, gy, y))
+        fwd["torch torch.relu(z + b)"] = lambda: torch.relu(tz + tb)
+        bwd["torch threshold_backward + sum(0)"] = \
+            lambda: (lambda g: (g, g.sum(0)))(torch.ops.aten.threshold_backward(tgy, ty, 0))
+        acts["torch gelu(z + b)"] = lambda: torch.nn.functional.gelu(tz + tb)
+    rows = []
+    for pass_, fns, nbytes in (("forward", fwd, 2 * z.nbytes), ("backward", bwd, 3 * z.nbytes),
+                               ("forward", acts, 2 * z.nbytes)):
+        for name, fn in fns.items():
+            med, best = _cuda_time(cp, fn, repeat, batch)
+            rows.append(dict(pass_=pass_, impl=name, seconds=med, min_seconds=best, bytes=nbytes))
+    return rows
+
+
+def main_cuda(args):
+    cp = backend.cupy()
+    if cp is None:
+        sys.exit(f"--device cuda: CUDA is not usable here: {backend.backend_info()['cuda']}")
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_fused_cuda.json")
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    src = cp.ones(1024 * 4096 * 4 // 8)
+    dst = cp.empty_like(src)
+    bw = 2 * src.nbytes / _cuda_time(cp, lambda: cp.copyto(dst, src), args.repeat)[0] / 1e9
+    print(f"GPU: {gpu}; minigrad kernels: {backend.backend_info()}")
+    print(f"cupy.copyto bandwidth (16 MiB): {bw:.0f} GB/s (read + write)")
+    results = dict(gpu=gpu, backend=backend.backend_info(), copy_gb_per_s=bw, cupy=cp.__version__,
+                   torch=torch.__version__ if torch else None, command=" ".join(["python"] + sys.argv), cases=[])
+    for shape, dtype in CASES[:1] if args.quick else CASES:
+        case = dict(shape=list(shape), dtype=dtype, rows=cuda_rows(shape, np.dtype(dtype), args.repeat))
+        print_table(f"GPU relu (and other activations), {shape} {dtype}", case["rows"], bw)
+        results["cases"].append(case)
+    t = {r["impl"]: r["seconds"] for r in results["cases"][0]["rows"]}
+    ratios = {"cupy unfused / minigrad": t["cupy cp.maximum(z + b, 0)"] / t["minigrad fused (CuPy kernel)"]}
+    if "torch torch.relu(z + b)" in t:
+        ratios["minigrad / torch.relu(z + b)"] = t["minigrad fused (CuPy kernel)"] / t["torch torch.relu(z + b)"]
+    results["ratios_1024x4096_f32"] = ratios
+    print("\n(1024, 4096) float32 relu forward, medians:")
+    for k, v in ratios.items():
+        print(f"  {k:32s} {v:6.2f}x")
+    for case in results["cases"]:
+        for r in case["rows"]:
+            r["pass"] = r.pop("pass_")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nwrote {out}")
+
+
+def _cuda_time(cp, fn, repeat, batch=50):
+    """(median, best) seconds per call of fn over `repeat` batches of `batch` back-to-back calls,
+    each batch closed by a device synchronize (one launch alone would time the launch latency)."""
+    fn()
+    cp.cuda.Device().synchronize()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        cp.cuda.Device().synchronize()
+        ts.append((time.perf_counter() - t0) / batch)
+    return float(np.median(ts)), float(np.min(ts))
+
+
 CASES = [((1024, 4096), "float32"), ((256, 1024), "float32"), ((4096, 4096), "float32"),
          ((1024, 4096), "float64"), ((128, 64), "float32")]
 
@@ -165,10 +246,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="only the (1024, 4096) float32 case")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                                  "bench_fused.json"))
+    ap.add_argument("--out", help="the JSON file to write [benchmarks/results/bench_fused.json, "
+                                   "or bench_fused_cuda.json with --device cuda]")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = ap.parse_args()
+    if args.device == "cuda":
+        return main_cuda(args)
+    args.out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_fused.json")
     if args.case is not None:
         print(json.dumps(run_case(args.case, args.repeat)))
         return

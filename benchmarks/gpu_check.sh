@@ -21,7 +21,7 @@ step() {  # step NAME COMMAND...: run, log, remember a failure, carry on
     step "install (extension built here)" python3 -m pip install -q --no-build-isolation -e .
     step "minigrad info" python3 -m minigrad info
     step "CUDA test cases" python3 -m pytest -q -m cuda -rs tests
-    step "fused kernel benchmark" python3 benchmarks/bench_fused.py --device cuda --out "$out"
+    step "fused kernel benchmark" python3 benchmarks/bench_fused.py --device cuda --out "$out/bench_fused_cuda.json"
     step "training benchmark (minigrad and PyTorch, CPU and CUDA)" python3 benchmarks/bench_train.py --out "$out"
     step "NCCL, two ranks on one GPU (NCCL_MULTI_RANK_GPU_ENABLE=1, NCCL >= 2.30, experimental)" \
         env NCCL_MULTI_RANK_GPU_ENABLE=1 python3 -m pytest -q -rs tests/test_distributed.py -k nccl_two_ranks

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import minigrad as mg
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,3 +58,34 @@ def test_unknown_workload_is_an_error(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--quick", "--workloads", "mnist",
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "unknown workloads" in p.stderr
+
+
+def _bench_fused(tmp_path, *args):
+    out = tmp_path / "fused.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_fused.py"), "--quick", "--repeat", "3",
+                        "--out", str(out), *args], capture_output=True, text=True, timeout=600)
+    return p, out
+
+
+def test_fused_benchmark_quick(tmp_path):
+    p, out = _bench_fused(tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    res = json.loads(out.read_text())
+    impls = {r["impl"] for r in res["cases"][0]["rows"]}
+    assert "minigrad fused, new array (cached buffer)" in impls and res["copy_gb_per_s"] > 0
+
+
+@pytest.mark.skipif(mg.cuda.is_available(), reason="CUDA is usable here")
+def test_fused_benchmark_on_cuda_says_why_it_cannot_run(tmp_path):
+    p, _ = _bench_fused(tmp_path, "--device", "cuda")
+    assert p.returncode != 0 and "--device cuda: CUDA is not usable here" in p.stderr
+
+
+@pytest.mark.cuda
+def test_fused_benchmark_on_cuda(tmp_path):
+    p, out = _bench_fused(tmp_path, "--device", "cuda")
+    assert p.returncode == 0, p.stdout + p.stderr
+    res = json.loads(out.read_text())
+    impls = {r["impl"] for r in res["cases"][0]["rows"]}
+    assert {"minigrad fused (CuPy kernel)", "cupy cp.maximum(z + b, 0)"} <= impls
+    assert res["ratios_1024x4096_f32"]["cupy unfused / minigrad"] > 0
