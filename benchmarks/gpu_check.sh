@@ -25,7 +25,8 @@ step() {  # step NAME COMMAND...: run, log, remember a failure, carry on
     step "training benchmark (minigrad and PyTorch, CPU and CUDA)" python3 benchmarks/bench_train.py --out "$out"
     step "NCCL, two ranks on one GPU (NCCL_MULTI_RANK_GPU_ENABLE=1, NCCL >= 2.30, experimental)" \
         env NCCL_MULTI_RANK_GPU_ENABLE=1 python3 -m pytest -q -rs tests/test_distributed.py -k nccl_two_ranks
-    step "data-parallel benchmark over NCCL" python3 benchmarks/bench_dp.py --backend nccl
+    step "data-parallel benchmark over NCCL (2 ranks share the GPU)" \
+        env NCCL_MULTI_RANK_GPU_ENABLE=1 python3 benchmarks/bench_dp.py --backend nccl
     echo; echo "=== gpu_check finished, status $status"
 } 2>&1 | tee "$log"
 exit $status
