@@ -218,22 +218,9 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
         raise ValueError(f"cross_entropy: label_smoothing must lie in [0, 1], found {label_smoothing}")
     target = _as_target(target, input)
     x, t = input.data, target.data
-    options = dict(weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
-    if x.ndim == 1:
-        out = cross_entropy(reshape(input, 1, -1), reshape(target, 1, *t.shape), **options)
-        return reshape(out, ()) if reduction == "none" else out
-    if x.ndim == 0:
-        raise ValueError("cross_entropy: input must have shape (N, C), (C,) or (N, C, d1, ...), found ()")
-    if x.ndim > 2:  # classes last, then one row per (sample, position)
-        n, c, rest = x.shape[0], x.shape[1], x.shape[2:]
-        if t.dtype.kind in "iu" and t.shape != (n, *rest):
-            raise ValueError(f"cross_entropy: integer class-index target must have shape {(n, *rest)} for input of "
-                             f"shape {tuple(x.shape)}, found {tuple(t.shape)}")
-        last = (0, *range(2, x.ndim), 1)
-        rows = reshape(input.transpose(last), -1, c)
-        t_rows = reshape(target, -1) if t.shape != x.shape else reshape(target.transpose(last), -1, c)
-        out = cross_entropy(rows, t_rows, **options)
-        return reshape(out, n, *rest) if reduction == "none" else out
+    if x.ndim != 2:
+        return _cross_entropy_reshaped(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                                       label_smoothing=label_smoothing)
     n, c = x.shape
     if weight is not None:
         weight = _class_weights(weight, input, c)
@@ -264,6 +251,26 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
         return CrossEntropyProbs.apply(input, target, reduction=reduction)
     raise TypeError(f"cross_entropy: target must hold integer class indices or float probabilities, "
                     f"found dtype {t.dtype}")
+
+
+def _cross_entropy_reshaped(input, target, **options):
+    """cross_entropy of (C,) logits as one sample, and of (N, C, d1, ...) logits as N * d1 * ...
+    samples with the classes last."""
+    x, t, reduction = input.data, target.data, options["reduction"]
+    if x.ndim == 0:
+        raise ValueError("cross_entropy: input must have shape (N, C), (C,) or (N, C, d1, ...), found ()")
+    if x.ndim == 1:
+        out = cross_entropy(reshape(input, 1, -1), reshape(target, 1, *t.shape), **options)
+        return reshape(out, ()) if reduction == "none" else out
+    n, c, rest = x.shape[0], x.shape[1], x.shape[2:]
+    if t.dtype.kind in "iu" and t.shape != (n, *rest):
+        raise ValueError(f"cross_entropy: integer class-index target must have shape {(n, *rest)} for input of "
+                         f"shape {tuple(x.shape)}, found {tuple(t.shape)}")
+    last = (0, *range(2, x.ndim), 1)
+    rows = reshape(input.transpose(last), -1, c)
+    t_rows = reshape(target, -1) if t.shape != x.shape else reshape(target.transpose(last), -1, c)
+    out = cross_entropy(rows, t_rows, **options)
+    return reshape(out, n, *rest) if reduction == "none" else out
 
 
 def _class_weights(weight, input, c):
