@@ -154,13 +154,19 @@ def sgd_step(p, g, momentum_buffer, **hyper):
 # ----------------------------------------------------------------------------------------------
 # NumPy (and any array module with NumPy's API)
 
+_erf_ufunc = None
+
+
 def _erf(x):
-    """erf on a NumPy array: SciPy's when installed, else math.erf element by element."""
-    try:
-        from scipy.special import erf
-    except ImportError:
-        return np.frompyfunc(math.erf, 1, 1)(x).astype(x.dtype)
-    return erf(x)
+    """erf on a NumPy array: SciPy's when installed, else math.erf element by element (looked up
+    once: a failed import is not cached, and would search sys.path again on every call)."""
+    global _erf_ufunc
+    if _erf_ufunc is None:
+        try:
+            from scipy.special import erf as _erf_ufunc
+        except ImportError:
+            _erf_ufunc = lambda a: np.frompyfunc(math.erf, 1, 1)(a).astype(a.dtype)  # noqa: E731
+    return _erf_ufunc(x)
 
 
 def _numpy_forward(z, b, activation, out):

@@ -324,13 +324,9 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     return Tensor(data, dtype, device, requires_grad)
 
 
-def _shape(shape):
-    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
-
-
 def _make(fn, shape, dtype, device, requires_grad):
     dev = _device(device)
-    return _wrap(fn(xp_for(dev), _shape(shape), np.dtype(dtype or float32)), dev).requires_grad_(requires_grad)
+    return _wrap(fn(xp_for(dev), ops.movement.shape_arg(shape), np.dtype(dtype or float32)), dev).requires_grad_(requires_grad)
 
 
 def zeros(*shape, dtype=None, device="cpu", requires_grad=False):

@@ -175,13 +175,16 @@ class ReLU(Function):
         return grad_output * (y > 0)
 
 
+def stable_sigmoid(xp, x, e):
+    """sigmoid(x) from e = exp(-|x|), which never overflows; the two branches agree algebraically."""
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, x):
         xp = get_array_module(x)
-        # exp of -|x| never overflows; the two branches agree algebraically
-        e = xp.exp(-abs(x))
-        y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        y = stable_sigmoid(xp, x, xp.exp(-abs(x)))
         ctx.save_for_backward(y)
         return y
 

@@ -37,7 +37,7 @@ class MatMul(Function):
         if b.ndim == 1:
             g = g[..., None]
         ga = sum_to_shape(kernels.matmul(g, b2.swapaxes(-1, -2)), a2.shape).reshape(a.shape) if need_a else None
-        gb = sum_to_shape(a2.swapaxes(-1, -2) @ g, b2.shape).reshape(b.shape) if need_b else None
+        gb = sum_to_shape(kernels.matmul(a2.swapaxes(-1, -2), g), b2.shape).reshape(b.shape) if need_b else None
         return ga, gb
 
 

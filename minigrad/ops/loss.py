@@ -8,6 +8,7 @@ import numpy as np
 from ..autograd import Function
 from ..backend import get_array_module
 from ..tensor import Tensor, tensor
+from .elementwise import stable_sigmoid
 from .movement import cast, reshape
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -117,8 +118,7 @@ class BCEWithLogits(Function):
         need_x, need_y = ctx.needs_input_grad
         gx = None
         if need_x:
-            sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-            gx = (sig - y) * g
+            gx = (stable_sigmoid(xp, x, e) - y) * g
         return gx, -x * g if need_y else None
 
 

@@ -1,6 +1,7 @@
 """Shape and data movement ops: expand (broadcasting), reshape, transpose, indexing, cat, stack, casts."""
 import numpy as np
 
+from .. import autograd
 from ..autograd import Function
 from ..backend import get_array_module, to_device
 
@@ -15,19 +16,23 @@ def sum_to_shape(g, shape):
     return g.reshape(shape) if lead else g
 
 
+def shape_arg(shape):
+    """A shape given PyTorch's two ways, as *ints or as one tuple or list, as a tuple."""
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+
+
 class Expand(Function):
     @staticmethod
     def forward(ctx, x, shape):
-        ctx.in_shape = x.shape
         return get_array_module(x).broadcast_to(x, shape)
 
     @staticmethod
     def backward(ctx, grad_output):
-        return sum_to_shape(grad_output, ctx.in_shape)
+        return grad_output  # the engine sums a broadcast gradient back to the input's shape
 
 
 def expand(x, *shape):
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    shape = shape_arg(shape)
     shape = tuple(x.shape[i - len(shape) + x.ndim] if n == -1 else n for i, n in enumerate(shape))
     return x if shape == x.shape else Expand.apply(x, shape=shape)
 
@@ -80,7 +85,7 @@ class Reshape(Function):
 
 
 def reshape(x, *shape):
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    shape = shape_arg(shape)
     return x if shape == x.shape else Reshape.apply(x, shape=shape)
 
 
@@ -151,9 +156,8 @@ class GetItem(Function):
 
 
 def getitem(x, idx):
-    from ..tensor import Tensor
     def conv(i):
-        if isinstance(i, Tensor):
+        if isinstance(i, autograd.Tensor):
             return i.data
         if isinstance(i, list):
             return to_device(np.asarray(i), x.device)

@@ -3,18 +3,14 @@ from .. import kernels
 from ..autograd import Function
 
 
-def _shape(a):
-    return tuple(a.shape)
-
-
 def _check_bias(op, z, b, what="input"):
     if b is None:
         return
     if z.ndim == 0:
         raise ValueError(f"{op}: {what} must have at least 1 dimension to add a bias, found shape ()")
     if b.ndim != 1 or b.shape[0] != z.shape[-1]:
-        raise ValueError(f"{op}: bias has shape {_shape(b)} but {what} has {z.shape[-1]} features "
-                         f"(shape {_shape(z)}); expected bias of shape ({z.shape[-1]},)")
+        raise ValueError(f"{op}: bias has shape {b.shape} but {what} has {z.shape[-1]} features "
+                         f"(shape {z.shape}); expected bias of shape ({z.shape[-1]},)")
     if b.dtype != z.dtype:
         raise TypeError(f"{op}: bias is {b.dtype} but {what} is {z.dtype}; cast one of them")
 
@@ -23,7 +19,7 @@ class BiasAct(Function):
     @staticmethod
     def forward(ctx, z, b=None, activation=None):
         _check_bias("bias_act", z, b)
-        ctx.activation, ctx.has_bias = activation, b is not None
+        ctx.activation = activation
         y = kernels.bias_act_forward(z, b, activation)
         # gelu's derivative needs z + b; the others' come from the output
         ctx.save_for_backward(z if activation == "gelu" else y, b)
@@ -33,10 +29,10 @@ class BiasAct(Function):
     def backward(ctx, grad_output):
         saved, b = ctx.saved_tensors
         need_z = ctx.needs_input_grad[0]
-        need_b = ctx.has_bias and ctx.needs_input_grad[1]
+        need_b = b is not None and ctx.needs_input_grad[1]
         gz, gb = kernels.bias_act_backward(grad_output, saved, ctx.activation, b=b,
                                            need_gz=need_z, need_gb=need_b)
-        return (gz, gb) if ctx.has_bias else gz
+        return gz if b is None else (gz, gb)
 
 
 def bias_act(z, b=None, activation=None):
@@ -61,7 +57,7 @@ class Linear(Function):
         # z = x @ w.T into a buffer this op owns, so the bias + activation can run in place on it
         z = kernels.empty((x2.shape[0], out_features), w.dtype, like=w)
         kernels.matmul(x2, w.T, out=z)
-        ctx.activation, ctx.has_bias, ctx.x_shape = activation, b is not None, x.shape
+        ctx.activation, ctx.x_shape = activation, x.shape
         if activation == "gelu":  # backward needs z + b, so keep z and write y elsewhere
             y = kernels.bias_act_forward(z, b, activation)
             ctx.save_for_backward(x2, w, z, b)
@@ -74,28 +70,28 @@ class Linear(Function):
     def backward(ctx, grad_output):
         x2, w, saved, b = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[:2]
-        need_b = ctx.has_bias and ctx.needs_input_grad[2]
+        need_b = b is not None and ctx.needs_input_grad[2]
         g = grad_output.reshape(-1, w.shape[0])
         gz, gb = kernels.bias_act_backward(g, saved, ctx.activation, b=b, need_gb=need_b)
         # outputs from the kernel buffer cache: big gradients reuse already-mapped pages each step
         gx = kernels.matmul(gz, w, out=kernels.empty(x2.shape, w.dtype, like=w)).reshape(ctx.x_shape) \
             if need_x else None
         gw = kernels.matmul(gz.T, x2, out=kernels.empty(w.shape, w.dtype, like=w)) if need_w else None
-        return (gx, gw, gb) if ctx.has_bias else (gx, gw)
+        return (gx, gw) if b is None else (gx, gw, gb)
 
 
 def _check_linear(x, w, b):
     if w.ndim != 2:
-        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), found shape {_shape(w)}")
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), found shape {w.shape}")
     if x.ndim == 0 or x.shape[-1] != w.shape[1]:
         n = x.shape[-1] if x.ndim else "no"
-        raise ValueError(f"linear: input has {n} features (shape {_shape(x)}) but weight expects "
-                         f"{w.shape[1]} (shape {_shape(w)})")
+        raise ValueError(f"linear: input has {n} features (shape {x.shape}) but weight expects "
+                         f"{w.shape[1]} (shape {w.shape})")
     if x.dtype != w.dtype:
         raise TypeError(f"linear: input is {x.dtype} but weight is {w.dtype}; cast one of them")
     if b is not None and (b.ndim != 1 or b.shape[0] != w.shape[0]):
-        raise ValueError(f"linear: bias has shape {_shape(b)} but weight has {w.shape[0]} outputs "
-                         f"(shape {_shape(w)}); expected bias of shape ({w.shape[0]},)")
+        raise ValueError(f"linear: bias has shape {b.shape} but weight has {w.shape[0]} outputs "
+                         f"(shape {w.shape}); expected bias of shape ({w.shape[0]},)")
     if b is not None and b.dtype != w.dtype:
         raise TypeError(f"linear: bias is {b.dtype} but weight is {w.dtype}; cast one of them")
 

@@ -8,7 +8,7 @@ def _keep_shape(in_shape, axis):
     """The shape a reduction over `axis` has with keepdims=True."""
     if axis is None:
         return (1,) * len(in_shape)
-    axes = _axes(axis, len(in_shape))
+    axes = axis if isinstance(axis, tuple) else (axis,)
     return tuple(1 if i in axes else n for i, n in enumerate(in_shape))
 
 
@@ -61,37 +61,40 @@ class Max(Function):
         return mask * (grad_output.reshape(keep) / mask.sum(axis=ctx.axis, keepdims=True))
 
 
-def _axes(axis, ndim):
-    return {a % ndim for a in (axis if isinstance(axis, tuple) else (axis,))}
-
-
 def _norm_axis(x, axis, dim):
+    """The reduction axis (PyTorch's dim= wins over axis=) as None, an int or a tuple, each in
+    [0, ndim); IndexError for one out of range."""
     axis = dim if dim is not None else axis
-    if isinstance(axis, list):
-        axis = tuple(axis)
+    if axis is None:
+        return None
     n = x.ndim or 1  # NumPy accepts axis 0 / -1 on 0-d arrays
-    for a in (axis if isinstance(axis, tuple) else () if axis is None else (axis,)):
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    for a in axes:
         if not -n <= a < n:
             raise IndexError(f"axis {a} is out of range for a tensor of shape {x.shape}")
-    return axis
+    axes = tuple(a % n for a in axes)
+    return axes if isinstance(axis, (tuple, list)) else axes[0]
+
+
+def _reduction(x, axis, dim, keepdims, keepdim):
+    """(axis, keepdims) of a reduction called NumPy's way or PyTorch's."""
+    return dict(axis=_norm_axis(x, axis, dim), keepdims=keepdims if keepdim is None else keepdim)
 
 
 def sum(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    return Sum.apply(x, axis=_norm_axis(x, axis, dim), keepdims=keepdims if keepdim is None else keepdim)
+    return Sum.apply(x, **_reduction(x, axis, dim, keepdims, keepdim))
 
 
 def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    return Mean.apply(x, axis=_norm_axis(x, axis, dim), keepdims=keepdims if keepdim is None else keepdim)
+    return Mean.apply(x, **_reduction(x, axis, dim, keepdims, keepdim))
 
 
 def max(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    return Max.apply(x, axis=_norm_axis(x, axis, dim), keepdims=keepdims if keepdim is None else keepdim,
-                     minimum=False)
+    return Max.apply(x, **_reduction(x, axis, dim, keepdims, keepdim), minimum=False)
 
 
 def min(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    return Max.apply(x, axis=_norm_axis(x, axis, dim), keepdims=keepdims if keepdim is None else keepdim,
-                     minimum=True)
+    return Max.apply(x, **_reduction(x, axis, dim, keepdims, keepdim), minimum=True)
 
 
 class LogSoftmax(Function):
