@@ -164,7 +164,7 @@ def main():
                           "cpus": os.cpu_count(), "python": platform.python_version(),
                           "numpy": np.__version__},
               "threads_per_rank": 1, "runs": runs}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"\nwrote {os.path.relpath(args.out)}")

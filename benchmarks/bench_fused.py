@@ -100,9 +100,9 @@ def relu_rows(shape, dtype, repeat):
         bwd["torch threshold_backward + sum(0)"] = \
             lambda: (lambda g: (g, g.sum(0)))(torch.ops.aten.threshold_backward(tgy, ty, 0))
     rows = []
-    for pass_, fns, nbytes in (("forward", fwd, 2 * z.nbytes), ("backward", bwd, 3 * z.nbytes)):
+    for direction, fns, nbytes in (("forward", fwd, 2 * z.nbytes), ("backward", bwd, 3 * z.nbytes)):
         for name, (med, best) in bench_group(fns, repeat).items():
-            rows.append(dict(pass_=pass_, impl=name, seconds=med, min_seconds=best, bytes=nbytes))
+            rows.append({"pass": direction, "impl": name, "seconds": med, "min_seconds": best, "bytes": nbytes})
     return rows
 
 
@@ -129,14 +129,14 @@ def activation_rows(shape, dtype, repeat):
                 lambda: torch.autograd.grad(f(th), th, tgy)[0].sum(0)
             bwd["torch: forward only"] = lambda: f(th.detach())
         for name, (med, best) in bench_group(fwd, repeat).items():
-            rows.append(dict(pass_="forward", impl=name, seconds=med, min_seconds=best, bytes=2 * z.nbytes))
+            rows.append({"pass": "forward", "impl": name, "seconds": med, "min_seconds": best, "bytes": 2 * z.nbytes})
         res = bench_group(bwd, repeat)
-        rows.append(dict(pass_="backward", impl=f"minigrad {act}", seconds=res[f"minigrad {act}"][0],
-                         min_seconds=res[f"minigrad {act}"][1], bytes=3 * z.nbytes))
+        rows.append({"pass": "backward", "impl": f"minigrad {act}", "seconds": res[f"minigrad {act}"][0],
+                     "min_seconds": res[f"minigrad {act}"][1], "bytes": 3 * z.nbytes})
         if act in tacts:
             both, alone = res["torch: forward + autograd.grad + sum(0)"][0], res["torch: forward only"][0]
-            rows.append(dict(pass_="backward", impl=f"torch {act} (autograd + sum(0) - forward)",
-                             seconds=max(both - alone, 1e-9), bytes=3 * z.nbytes))
+            rows.append({"pass": "backward", "impl": f"torch {act} (autograd + sum(0) - forward)",
+                         "seconds": max(both - alone, 1e-9), "bytes": 3 * z.nbytes})
     return rows
 
 
@@ -147,7 +147,7 @@ def print_table(title, rows, bw):
         gbs = r["bytes"] / r["seconds"] / 1e9
         r["ms"], r["gb_per_s"], r["fraction_of_copy"] = r["seconds"] * 1e3, gbs, gbs / bw
         best = f"{r['min_seconds'] * 1e3:8.3f}" if "min_seconds" in r else f"{'':8s}"
-        print(f"  {r['pass_']:9s} {r['impl']:46s} {r['ms']:8.3f} {best} {gbs:7.1f} {100 * gbs / bw:6.0f}%")
+        print(f"  {r['pass']:9s} {r['impl']:46s} {r['ms']:8.3f} {best} {gbs:7.1f} {100 * gbs / bw:6.0f}%")
 
 
 def cuda_rows(shape, dtype, repeat, batch=50):
@@ -169,11 +169,11 @@ def cuda_rows(shape, dtype, repeat, batch=50):
             lambda: (lambda g: (g, g.sum(0)))(torch.ops.aten.threshold_backward(tgy, ty, 0))
         acts["torch gelu(z + b)"] = lambda: torch.nn.functional.gelu(tz + tb)
     rows = []
-    for pass_, fns, nbytes in (("forward", fwd, 2 * z.nbytes), ("backward", bwd, 3 * z.nbytes),
+    for direction, fns, nbytes in (("forward", fwd, 2 * z.nbytes), ("backward", bwd, 3 * z.nbytes),
                                ("forward", acts, 2 * z.nbytes)):
         for name, fn in fns.items():
             med, best = _cuda_time(cp, fn, repeat, batch)
-            rows.append(dict(pass_=pass_, impl=name, seconds=med, min_seconds=best, bytes=nbytes))
+            rows.append({"pass": direction, "impl": name, "seconds": med, "min_seconds": best, "bytes": nbytes})
     return rows
 
 
@@ -203,13 +203,7 @@ def main_cuda(args):
     print("\n(1024, 4096) float32 relu forward, medians:")
     for k, v in ratios.items():
         print(f"  {k:32s} {v:6.2f}x")
-    for case in results["cases"]:
-        for r in case["rows"]:
-            r["pass"] = r.pop("pass_")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"\nwrote {out}")
+    _write(results, out)
 
 
 def _cuda_time(cp, fn, repeat, batch=50):
@@ -298,16 +292,17 @@ def main():
     for k in ratios["median"]:
         print(f"  {k:40s} {ratios['median'][k]:6.2f}x {ratios['best'][k]:6.2f}x")
 
-    for case in results["cases"]:
-        for r in case["rows"]:
-            r["pass"] = r.pop("pass_")
     results["load_average_after"] = os.getloadavg()
     print(f"load average before / after: {results['load_average_before'][0]:.1f} / "
           f"{results['load_average_after'][0]:.1f} (other work on the machine skews the timings)")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
+    _write(results, args.out)
+
+
+def _write(results, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
         json.dump(results, f, indent=1)
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -28,5 +28,6 @@ step() {  # step NAME COMMAND...: run, log, remember a failure, carry on
     step "data-parallel benchmark over NCCL (2 ranks share the GPU)" \
         env NCCL_MULTI_RANK_GPU_ENABLE=1 python3 benchmarks/bench_dp.py --backend nccl
     echo; echo "=== gpu_check finished, status $status"
+    exit $status  # the group runs in a subshell (it is piped to tee): its status is the step's
 } 2>&1 | tee "$log"
-exit $status
+exit "${PIPESTATUS[0]}"

@@ -356,8 +356,9 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "empty",
       [](const std::vector<py::ssize_t>& shape, const py::object& dtype) -> py::array {
-        if (py::dtype::from_args(dtype).is(py::dtype::of<double>())) return cached_empty<double>(shape);
-        if (py::dtype::from_args(dtype).is(py::dtype::of<float>())) return cached_empty<float>(shape);
+        const auto dt = py::dtype::from_args(dtype);
+        if (dt.is(py::dtype::of<double>())) return cached_empty<double>(shape);
+        if (dt.is(py::dtype::of<float>())) return cached_empty<float>(shape);
         throw py::type_error("empty: only float32 and float64");
       },
       py::arg("shape"), py::arg("dtype"),

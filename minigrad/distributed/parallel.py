@@ -29,9 +29,7 @@ class _Bucket:
         xp = get_array_module(first)
         with (first.device if xp is not np else contextlib.nullcontext()):   # the parameters' GPU
             self.buffer = xp.zeros(self.numel + len(params), dtype=first.dtype)
-        self.filled = [False] * len(params)
-        self.pending = len(params)
-        self.work = None
+        self.reset()
 
     def fill(self, i):
         """Copy parameter i's current gradient (or zeros) into the buffer."""
@@ -105,8 +103,7 @@ class DistributedDataParallel:
         self._next = 0
         self._handles = []
         self.stats = {"all_reduces": 0, "bytes": 0, "wait_s": 0.0}
-        self._buckets = self._make_buckets(self._params) if self._params else []
-        self._slot = {id(p): (b, i) for b in self._buckets for i, p in enumerate(b.params)}
+        self._rebuild_buckets()
         if self.group.world_size > 1 or self.group.name != "local":
             self._check_replicas(named)
             self._broadcast_weights()
@@ -248,9 +245,13 @@ class DistributedDataParallel:
 
     def _convert(self, method, *args, **kwargs):
         getattr(self.module, method)(*args, **kwargs)
+        self._rebuild_buckets()
+        return self
+
+    def _rebuild_buckets(self):
+        """Buckets (and each parameter's slot in them) for the parameters' current arrays."""
         self._buckets = self._make_buckets(self._params) if self._params else []
         self._slot = {id(p): (b, i) for b in self._buckets for i, p in enumerate(b.params)}
-        return self
 
     def train(self, mode=True):
         self.module.train(mode)
