@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from .train import DATASETS, OPTIMIZERS
+
 
 @dataclass
 class Command:
@@ -47,13 +49,13 @@ def _positive(text):
 
 
 def _train_arguments(p):
-    p.add_argument("--dataset", choices=("digits", "iris"), default="digits",
+    p.add_argument("--dataset", choices=DATASETS, default="digits",
                    help="bundled data set (from scikit-learn) [digits]")
     p.add_argument("--hidden", type=_hidden, default=(256, 128), metavar="W1,W2,...",
                    help="hidden layer widths, ReLU between layers [256,128]")
     p.add_argument("--epochs", type=_positive, default=20, help="total epochs (a resumed run continues to this) [20]")
     p.add_argument("--batch-size", type=_positive, default=32, help="[32]")
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam",
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
                    help="sgd means momentum 0.9 with Nesterov [adam]")
     p.add_argument("--lr", type=float, default=None, help="learning rate [sgd 0.01, adam/adamw 0.001]")
     p.add_argument("--device", default="auto", help="auto (a GPU when usable), cpu, cuda or cuda:N [auto]")

@@ -63,10 +63,9 @@ def system_info():
         "cupy": (cp.__version__ if cp is not None else f"not usable ({why})"),
         "gpus": gpus or ["none found"],
     }
-    kernels = getattr(backend, "backend_info", None)
-    if kernels is not None:
-        info["kernels"] = {k: str(v) for k, v in kernels().items()}
-    info["packages"] = {d: _version(d) or "not installed" for d in _OPTIONAL if _version(d) or d in ("mpi4py", "torch")}
+    info["kernels"] = {k: str(v) for k, v in backend.backend_info().items()}
+    versions = {d: _version(d) for d in _OPTIONAL}
+    info["packages"] = {d: v or "not installed" for d, v in versions.items() if v or d in ("mpi4py", "torch")}
     from .distributed.comm import launcher_world_size
     info["mpi ranks"] = str(launcher_world_size())
     return info

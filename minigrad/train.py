@@ -122,22 +122,14 @@ class Trainer:
 
     def _features(self, x, what="x"):
         """x as an array of the model's dtype on the model's device (one copy at most)."""
-        a = x.data if isinstance(x, Tensor) else x
-        if not hasattr(a, "__array_interface__") and not hasattr(a, "__cuda_array_interface__"):
-            a = np.asarray(a)
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"{what} must be numeric, found dtype {a.dtype}")
+        a = _numeric_array(x, what)
         if a.ndim == 0:
             raise ValueError(f"{what} must have a first (sample) axis, found a scalar")
         a = to_device(a, self.device)
         return a if a.dtype == self.dtype else a.astype(self.dtype)
 
     def _targets(self, y, n, what="y"):
-        a = y.data if isinstance(y, Tensor) else y
-        if not hasattr(a, "__array_interface__") and not hasattr(a, "__cuda_array_interface__"):
-            a = np.asarray(a)
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"{what} must be numeric, found dtype {a.dtype}")
+        a = _numeric_array(y, what)
         if a.ndim == 0 or len(a) != n:
             raise ValueError(f"{what} has {len(a) if a.ndim else 0} samples but the features have {n}; "
                              "every sample needs one target")
@@ -187,7 +179,7 @@ class Trainer:
         """
         from .data import DataLoader, TensorDataset
         if scheduler_step == "auto":
-            scheduler_step = "batch" if type(scheduler).__name__ == "InverseTimeDecay" else "epoch"
+            scheduler_step = "batch" if getattr(scheduler, "step_per_batch", False) else "epoch"
         if scheduler_step not in ("batch", "epoch"):
             raise ValueError(f"scheduler_step must be 'auto', 'batch' or 'epoch', found {scheduler_step!r}")
         dist, world = _world()
@@ -315,11 +307,12 @@ class Trainer:
         correct = xp.zeros((), np.int64)
         was_training = self.model.training
         self.model.eval()
+        dev = self.device
         try:
             with autograd.no_grad():
                 for start in range(0, len(xa), batch_size):
-                    xb = _wrap(xa[start:start + batch_size], self.device)
-                    yb = _wrap(ya[start:start + batch_size], self.device)
+                    xb = _wrap(xa[start:start + batch_size], dev)
+                    yb = _wrap(ya[start:start + batch_size], dev)
                     out = self.model(xb)
                     loss_sum += self._loss(out, yb).data * len(xb.data)
                     if with_acc:
@@ -345,12 +338,12 @@ class Trainer:
         xa = self._features(x)
         was_training = self.model.training
         self.model.eval()
+        dev = self.device
         outs = []
         try:
             with autograd.no_grad():
                 for start in range(0, len(xa), batch_size):
-                    outs.append(to_device(self.model(_wrap(xa[start:start + batch_size], self.device)).data,
-                                          backend.CPU))
+                    outs.append(to_device(self.model(_wrap(xa[start:start + batch_size], dev)).data, backend.CPU))
         finally:
             self.model.train(was_training)
         if not outs:
@@ -401,6 +394,17 @@ def make_optimizer(name, params, lr=None):
 
 
 DATASETS = ("digits", "iris")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def _numeric_array(x, what):
+    """x (a Tensor, an array or anything np.asarray takes) as an array; TypeError unless numeric."""
+    a = x.data if isinstance(x, Tensor) else x
+    if not hasattr(a, "__array_interface__") and not hasattr(a, "__cuda_array_interface__"):
+        a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must be numeric, found dtype {a.dtype}")
+    return a
 
 
 def train_classifier(dataset="digits", hidden=(256, 128), epochs=20, batch_size=32, optimizer="adam", lr=None,

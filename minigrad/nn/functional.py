@@ -6,6 +6,7 @@ from ..ops import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401
 from ..ops.loss import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,  # noqa: F401
                         mse_loss)
 from ..ops.nn import bias_act, gelu, linear  # noqa: F401  (fused matmul + bias + activation)
+from ..tensor import _wrap
 
 
 class _Dropout(Function):
@@ -29,6 +30,7 @@ def dropout(x, p=0.5, training=True):
         return x
     dt = x.data.dtype
     keep = _random.generator().random(x.data.shape, dtype="float32" if dt.itemsize <= 4 else "float64") >= p
-    mask = keep.astype(dt) * (1.0 / (1.0 - p)) if p < 1 else keep.astype(dt)
-    from ..tensor import _wrap
-    return _Dropout.apply(x, _wrap(to_device(mask.astype(dt, copy=False), x.device), x.device))
+    mask = keep.astype(dt)
+    if p < 1:
+        mask *= 1.0 / (1.0 - p)
+    return _Dropout.apply(x, _wrap(to_device(mask, x.device), x.device))

@@ -8,7 +8,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import autograd
-from ..backend import device as _device, device_of, to_device
+from ..backend import Device, device as _device, device_of, to_device
 from ..tensor import Tensor, _as_array, _wrap
 
 
@@ -260,7 +260,7 @@ class Module:
         """to(device), to(dtype) or to(device, dtype): moves and casts floating parameters and
         buffers in place (the Module and its Parameter objects stay the same); returns self."""
         for a in args:
-            if isinstance(a, str) or type(a).__name__ == "Device":
+            if isinstance(a, (str, Device)):
                 device = a
             else:
                 dtype = a

@@ -9,6 +9,7 @@ from .module import Module, Parameter
 from .. import kernels
 from ..backend import device as _device, xp_for
 from ..ops import flatten as _flatten
+from ..ops.loss import _check_reduction
 from ..ops.nn import Linear as _LinearFn
 from ..tensor import Tensor, _wrap, tensor
 
@@ -165,8 +166,7 @@ class Sequential(Module):
 class _Loss(Module):
     def __init__(self, reduction="mean"):
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"{type(self).__name__}: reduction must be 'mean', 'sum' or 'none', found {reduction!r}")
+        _check_reduction(type(self).__name__, reduction)
         self.reduction = reduction
 
     def extra_repr(self):

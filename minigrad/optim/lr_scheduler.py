@@ -5,6 +5,8 @@ import math
 
 
 class LRScheduler:
+    step_per_batch = False  # Trainer.fit(scheduler_step="auto") steps it per batch when True, else per epoch
+
     def __init__(self, optimizer, last_epoch=-1):
         self.optimizer = optimizer
         for group in optimizer.param_groups:
@@ -81,6 +83,7 @@ class CosineAnnealingLR(LRScheduler):
 
 class InverseTimeDecay(LRScheduler):
     """Keras' time-based decay: lr = base_lr / (1 + decay * t), t counting batches (call step() per batch)."""
+    step_per_batch = True
 
     def __init__(self, optimizer, decay, last_epoch=-1):
         self.decay = decay
