@@ -133,11 +133,16 @@ def bias_act_backward(gy, saved, activation, b=None, need_gz=True, need_gb=True)
     return _numpy_backward(gy, saved, activation, gelu_b, need_gz, need_gb)
 
 
+def _pieces(g):
+    """A gradient given as a flat buffer or as a list of arrays, as a sequence of arrays."""
+    return g if isinstance(g, list) else (g,)
+
+
 def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, **hyper):
     """One fused Adam/AdamW pass over flat buffers in C++ when the extension takes them. g is a flat
     buffer or a list of arrays (the parameters' gradients) that together cover p in order.
     Returns False, having done nothing, when the caller must run its array-module version."""
-    if path(p, *(g if isinstance(g, list) else (g,)), exp_avg, exp_avg_sq, max_exp_avg_sq) != "C++":
+    if path(p, *_pieces(g), exp_avg, exp_avg_sq, max_exp_avg_sq) != "C++":
         return False
     backend.ext().adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, **hyper)
     return True
@@ -145,7 +150,7 @@ def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, **hyper):
 
 def sgd_step(p, g, momentum_buffer, **hyper):
     """One fused SGD pass over flat buffers in C++ (see adam_step)."""
-    if path(p, *(g if isinstance(g, list) else (g,)), momentum_buffer) != "C++":
+    if path(p, *_pieces(g), momentum_buffer) != "C++":
         return False
     backend.ext().sgd_step(p, g, momentum_buffer, **hyper)
     return True

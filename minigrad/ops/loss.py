@@ -317,23 +317,25 @@ def _index_coefficients(t, c, keep, weight, smoothing, dtype):
 
 def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
     """Binary cross-entropy of sigmoid(logits) against targets in [0, 1] of the same shape."""
-    _check_reduction("binary_cross_entropy_with_logits", reduction)
-    target = _as_target(target, logits)
-    _check_same_shape("binary_cross_entropy_with_logits", logits, target, _ONE_HOT_HINT)
-    _check_unit_interval("binary_cross_entropy_with_logits", "target", target.data)
-    target = _float_target("binary_cross_entropy_with_logits", logits, target)
+    target = _binary_target("binary_cross_entropy_with_logits", logits, target, reduction)
     return BCEWithLogits.apply(logits, target, reduction=reduction)
 
 
 def binary_cross_entropy(input, target, reduction="mean"):
     """Binary cross-entropy of probabilities input in [0, 1] against targets in [0, 1], same shape."""
-    _check_reduction("binary_cross_entropy", reduction)
-    target = _as_target(target, input)
-    _check_same_shape("binary_cross_entropy", input, target, _ONE_HOT_HINT)
-    _check_unit_interval("binary_cross_entropy", "input", input.data)
-    _check_unit_interval("binary_cross_entropy", "target", target.data)
-    target = _float_target("binary_cross_entropy", input, target)
+    target = _binary_target("binary_cross_entropy", input, target, reduction, input_in_unit_interval=True)
     return BCE.apply(input, target, reduction=reduction)
+
+
+def _binary_target(name, input, target, reduction, input_in_unit_interval=False):
+    """The checks both binary losses make; returns the target as a tensor of the input's dtype."""
+    _check_reduction(name, reduction)
+    target = _as_target(target, input)
+    _check_same_shape(name, input, target, _ONE_HOT_HINT)
+    if input_in_unit_interval:
+        _check_unit_interval(name, "input", input.data)
+    _check_unit_interval(name, "target", target.data)
+    return _float_target(name, input, target)
 
 
 def mse_loss(input, target, reduction="mean"):

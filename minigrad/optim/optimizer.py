@@ -69,10 +69,14 @@ class _Bucket:
     def segment(self, j):
         return slice(self.offsets[j], self.offsets[j + 1])
 
+    def state_views(self, j):
+        """{name: parameter j's state, as a view of its segment in the parameter's shape}."""
+        return {n: f[self.segment(j)].reshape(self.shapes[j]) for n, f in self.state.items()}
+
     def export(self):
         """{param id: (steps, {name: array of the parameter's shape})} (views, not copies)."""
         steps = self.step_list()
-        return {id(p): (steps[j], {n: f[self.segment(j)].reshape(self.shapes[j]) for n, f in self.state.items()})
+        return {id(p): (steps[j], self.state_views(j))
                 for j, p in enumerate(self.params)}
 
     def load(self, j, step, arrays):
@@ -238,7 +242,7 @@ class Optimizer:
             steps = b.step_list()
             for j, p in enumerate(b.params):
                 if steps[j]:
-                    out.append((p, steps[j], {n: f[b.segment(j)].reshape(b.shapes[j]) for n, f in b.state.items()}))
+                    out.append((p, steps[j], b.state_views(j)))
         return out
 
     @property
