@@ -50,7 +50,10 @@ def _positive(text):
 
 def _train_arguments(p):
     p.add_argument("--dataset", choices=DATASETS, default="digits",
-                   help="bundled data set (from scikit-learn) [digits]")
+                   help="digits and iris come with scikit-learn; mnist and fashion_mnist are downloaded once "
+                        "(or read from --data-root) [digits]")
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="where mnist / fashion_mnist files are read from or downloaded to [~/.cache/minigrad]")
     p.add_argument("--hidden", type=_hidden, default=(256, 128), metavar="W1,W2,...",
                    help="hidden layer widths, ReLU between layers [256,128]")
     p.add_argument("--epochs", type=_positive, default=20, help="total epochs (a resumed run continues to this) [20]")
@@ -70,7 +73,7 @@ def _train(args):
     from .train import train_classifier
     train_classifier(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size,
                      optimizer=args.optimizer, lr=args.lr, device=args.device, seed=args.seed, save=args.save,
-                     resume=args.resume, verbose=args.verbose)
+                     resume=args.resume, verbose=args.verbose, data_root=args.data_root)
 
 
 # --- minigrad info -------------------------------------------------------------------------------
@@ -99,7 +102,7 @@ def _bench(args):
     return main_args(args)
 
 
-register("train", "train an MLP classifier on a bundled data set (digits by default)", _train_arguments, _train)
+register("train", "train an MLP classifier on digits, iris, MNIST or Fashion-MNIST (digits by default)", _train_arguments, _train)
 register("info", "show versions, BLAS, GPUs and which kernels minigrad uses", _info_arguments, _info)
 register("bench", "benchmark training steps against PyTorch (CPU and GPU): table, JSON and plot",
          _bench_arguments, _bench)

@@ -393,7 +393,7 @@ def make_optimizer(name, params, lr=None):
     raise ValueError(f"unknown optimizer {name!r}; choose sgd, adam or adamw")
 
 
-DATASETS = ("digits", "iris")
+DATASETS = ("digits", "iris", "mnist", "fashion_mnist")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
@@ -407,15 +407,32 @@ def _numeric_array(x, what):
     return a
 
 
+def load_dataset(name, seed=0, test_size=0.2, root=None):
+    """(x_train, x_test, y_train, y_test) for ``minigrad train``: digits and iris standardized and split
+    80/20 (stratified, by ``seed``); MNIST and Fashion-MNIST as published (60000 / 10000, pixels in
+    [0, 1]), read from or downloaded to ``root`` (default ~/.cache/minigrad)."""
+    from . import data
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    if name in ("mnist", "fashion_mnist"):
+        load = data.load_mnist if name == "mnist" else data.load_fashion_mnist
+        (x_train, y_train), (x_test, y_test) = load(root, train=True), load(root, train=False)
+        return x_train, x_test, y_train, y_test
+    x, y = data.load_digits() if name == "digits" else data.load_iris()
+    x_train, x_test, y_train, y_test = data.train_test_split(x, y, test_size=test_size, seed=seed)
+    return (*data.standardize(x_train, x_test), y_train, y_test)
+
+
 def train_classifier(dataset="digits", hidden=(256, 128), epochs=20, batch_size=32, optimizer="adam", lr=None,
-                     device="auto", seed=0, save=None, resume=None, verbose=1, test_size=0.2, log=print):
-    """Train an MLP classifier on a bundled data set (standardized, stratified 80/20 split by ``seed``).
+                     device="auto", seed=0, save=None, resume=None, verbose=1, test_size=0.2, log=print,
+                     data_root=None):
+    """Train an MLP classifier on digits, iris, MNIST or Fashion-MNIST (see load_dataset).
 
     save: checkpoint path written after every epoch; resume: a checkpoint to continue from (its
     epoch count is kept: training runs until ``epochs`` epochs in total). Under mpiexec the
     Trainer trains data-parallel and only rank 0 logs and saves.
     Returns {"history", "test_loss", "test_accuracy", "epochs_run", "device", "model"}."""
-    from . import data, nn
+    from . import nn
     from .random import manual_seed
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
@@ -426,11 +443,9 @@ def train_classifier(dataset="digits", hidden=(256, 128), epochs=20, batch_size=
     dev = resolve_device(device)
     if world > 1 and dev.type == "cuda":
         dev = backend.device(dist.get_device())
-    x, y = data.load_digits() if dataset == "digits" else data.load_iris()
-    x_train, x_test, y_train, y_test = data.train_test_split(x, y, test_size=test_size, seed=seed)
-    x_train, x_test = data.standardize(x_train, x_test)
-    n_classes = int(y.max()) + 1
-    sizes = [x.shape[1], *[int(h) for h in hidden], n_classes]
+    x_train, x_test, y_train, y_test = load_dataset(dataset, seed, test_size, data_root)
+    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    sizes = [x_train.shape[1], *[int(h) for h in hidden], n_classes]
     manual_seed(seed)
     model = mlp(sizes, device=dev)
     opt = make_optimizer(optimizer, model.parameters(), lr)

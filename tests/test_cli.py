@@ -70,13 +70,43 @@ def test_missing_resume_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["train", "--hidden", "a,b"], ["train", "--epochs", "0"],
-                                  ["train", "--dataset", "mnist"], ["train", "--optimizer", "rmsprop"],
+                                  ["train", "--dataset", "cifar10"], ["train", "--optimizer", "nadam"],
                                   ["frobnicate"]])
 def test_bad_arguments_exit_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
     assert e.value.code == 2
     assert "usage: minigrad" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_train_on_mnist_files_in_data_root(tmp_path, capsys, dataset, monkeypatch):
+    import gzip
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: pytest.fail("no download expected"))
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 64), ("t10k", 16)):
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        images = (labels[:, None, None] * 25 + rng.integers(0, 6, (n, 28, 28))).astype(np.uint8)
+        for kind, arr in (("images-idx3-ubyte", images), ("labels-idx1-ubyte", labels)):
+            header = bytes([0, 0, 8, arr.ndim]) + np.asarray(arr.shape, ">u4").tobytes()
+            (tmp_path / dataset).mkdir(exist_ok=True)
+            (tmp_path / dataset / f"{prefix}-{kind}.gz").write_bytes(gzip.compress(header + arr.tobytes()))
+    assert cli.main(["train", "--dataset", dataset, "--data-root", str(tmp_path), "--hidden", "16",
+                     "--epochs", "2", "--verbose", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{dataset}: 64 training / 16 test samples; model 784-16-10")
+    _accuracy(out)
+
+
+def test_train_on_mnist_offline_says_where_to_put_the_files(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    assert cli.main(["train", "--dataset", "mnist", "--data-root", str(tmp_path), "--verbose", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "could not download train-images-idx3-ubyte.gz" in err and str(tmp_path / "mnist") in err
 
 
 def test_bad_device(capsys):

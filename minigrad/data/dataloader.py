@@ -6,7 +6,7 @@ import numpy as np
 from .. import random as _random
 from ..backend import device as _device, device_of, get_array_module, to_device
 from ..tensor import Tensor, _wrap
-from .dataset import Dataset, TensorDataset
+from .dataset import Dataset, Subset, TensorDataset
 
 
 class DataLoader:
@@ -86,12 +86,15 @@ class DataLoader:
         n = len(self.dataset) if order is None else len(order)
         stop = n - n % self.batch_size if self.drop_last else n
         if isinstance(self.dataset, TensorDataset):
-            return self._iter_arrays(order, stop)
+            return self._iter_arrays(self.dataset, order, stop)
+        if isinstance(self.dataset, Subset) and isinstance(self.dataset.dataset, TensorDataset):
+            picked = np.asarray(self.dataset.indices, dtype=np.int64)      # gather from the parent's arrays
+            return self._iter_arrays(self.dataset.dataset, picked if order is None else picked[order], stop)
         return self._iter_samples(order, stop)
 
-    def _iter_arrays(self, order, stop):
+    def _iter_arrays(self, dataset, order, stop):
         if self._arrays is None:
-            self._arrays = [self._convert(a) for a in self.dataset.arrays]
+            self._arrays = [self._convert(a) for a in dataset.arrays]
         arrays, bs = self._arrays, self.batch_size
         devices = [device_of(a) for a in arrays]
         orders = {}
