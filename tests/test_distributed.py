@@ -275,7 +275,9 @@ def test_sampler_bad_arguments():
 DDP_CHECKS = ["matches_single_process", "different_inits_end_identical", "bucket_sizes_do_not_change_results",
               "no_sync_accumulates", "grads_are_the_mean_when_backward_returns", "unused_parameters",
               "mismatched_models_are_reported", "check_equal_reports_uneven_values", "collectives_api",
-              "sampler_shards_partition_the_data", "dataloader_with_sampler_matches_single_process"]
+              "sampler_shards_partition_the_data", "dataloader_with_sampler_matches_single_process",
+              "exception_in_backward_does_not_stop_averaging", "buffers_are_broadcast_from_rank_0",
+              "mismatched_buffers_are_reported"]
 
 
 @pytest.fixture(scope="module")

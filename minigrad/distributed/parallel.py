@@ -73,13 +73,14 @@ class DistributedDataParallel:
     """Wrap ``module`` so that, when ``loss.backward()`` returns, every parameter's
     ``.grad`` is the mean of the ranks' gradients.
 
-    At construction every rank checks that all ranks hold parameters with the same
-    names, shapes and dtypes (a clear error otherwise), and rank 0's weights are
-    broadcast to all. During backward, gradients are copied into flat buckets of about
+    At construction every rank checks that all ranks hold parameters and buffers with the
+    same names, shapes and dtypes (a clear error otherwise), and rank 0's weights and
+    buffers are broadcast to all. During backward, gradients are copied into flat buckets of about
     ``bucket_mb`` MiB in reverse parameter order (the order backward produces them);
     each bucket is all-reduced as soon as its last gradient arrives, overlapping
     communication with the rest of the backward pass. A callback at the end of backward
     sends the remaining buckets (parameters that got no gradient) and waits for all.
+    Every backward pass starts from empty buckets, also after one that raised.
 
     The loss on each rank must be the mean over its own batch (as ``cross_entropy`` and
     ``mse_loss`` are by default), and all ranks must use the same batch size
@@ -99,13 +100,15 @@ class DistributedDataParallel:
         self._names = [n for n, _ in named]
         self._params = [p for _, p in named]
         self._sync = True
-        self._queued = False
+        self._pass = None           # the backward pass the buckets are filled for
         self._next = 0
         self._handles = []
         self.stats = {"all_reduces": 0, "bytes": 0, "wait_s": 0.0}
         self._rebuild_buckets()
+        buffers = getattr(module, "named_buffers", None)
+        self._buffers = [(n, b) for n, b in (buffers() if buffers is not None else ()) if b is not None]
         if self.group.world_size > 1 or self.group.name != "local":
-            self._check_replicas(named)
+            self._check_replicas(named, self._buffers)
             self._broadcast_weights()
             self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in self._params]
 
@@ -128,16 +131,18 @@ class DistributedDataParallel:
         buckets.sort(key=lambda group: order[id(group[0])])
         return [_Bucket(group) for group in buckets]
 
-    def _check_replicas(self, named):
-        mine = [(n, tuple(p.data.shape), str(p.data.dtype)) for n, p in named]
-        everyone = self.group.all_gather_object(mine)
-        ref = everyone[0]
-        for rank, theirs in enumerate(everyone):
-            if theirs == ref:
-                continue
-            problem = _first_difference(ref, theirs, rank)
-            raise RuntimeError(f"DistributedDataParallel: the model on rank {rank} differs from the "
-                               f"one on rank 0: {problem}. Every rank must build the same model")
+    def _check_replicas(self, named, buffers):
+        def describe(entries):
+            return [(n, tuple(t.data.shape), str(t.data.dtype)) for n, t in entries]
+
+        everyone = self.group.all_gather_object((describe(named), describe(buffers)))
+        for kind, i in (("parameter", 0), ("buffer", 1)):
+            ref = everyone[0][i]
+            for rank, theirs in enumerate(everyone):
+                if theirs[i] != ref:
+                    problem = _first_difference(ref, theirs[i], rank, kind)
+                    raise RuntimeError(f"DistributedDataParallel: the model on rank {rank} differs from the "
+                                       f"one on rank 0: {problem}. Every rank must build the same model")
 
     def _broadcast_weights(self):
         """Rank 0's parameters overwrite everyone's, one broadcast per bucket."""
@@ -147,17 +152,16 @@ class DistributedDataParallel:
             self.group.broadcast(b.buffer, 0)
             for p, start in zip(b.params, b.offsets):
                 p.data[...] = b.buffer[start:start + p.data.size].reshape(p.data.shape)
-        buffers = getattr(self.module, "named_buffers", None)
-        for _, t in (buffers() if buffers is not None else ()):
-            self.group.broadcast(t.data if hasattr(t, "requires_grad") else t, 0)
+        for _, t in self._buffers:
+            self.group.broadcast(t.data, 0)
 
     # -- backward -------------------------------------------------------------------------
     def _on_grad(self, p):
         if not self._sync:
             return
-        if not self._queued:
-            autograd.queue_callback(self._finalize)
-            self._queued = True
+        current = autograd._callbacks         # one list per running backward pass
+        if current is not self._pass or current is None:
+            self._start_pass(current)
         bucket, i = self._slot[id(p)]
         if bucket.filled[i]:
             return
@@ -176,7 +180,21 @@ class DistributedDataParallel:
             self.stats["bytes"] += b.buffer.nbytes
             self._next += 1
 
+    def _start_pass(self, current):
+        """The first gradient of a backward pass: start from empty buckets. A previous pass that
+        raised before its end (an exception in a hook or an op's backward) still has buckets
+        filled or in flight; its remaining all-reduces are sent and all are waited for, unused,
+        so that every rank runs one all-reduce per bucket per pass and no buffer is reused while
+        MPI still reads it."""
+        if self._pass is not None:
+            self._complete(unpack=False)
+        self._pass = current
+        autograd.queue_callback(self._finalize)
+
     def _finalize(self):
+        self._complete(unpack=True)
+
+    def _complete(self, unpack):
         start = time.perf_counter()
         try:
             for b in self._buckets[self._next:]:
@@ -187,12 +205,13 @@ class DistributedDataParallel:
             world = self.group.world_size
             for b in self._buckets:
                 b.work.wait()
-                b.unpack(world)
+                if unpack:
+                    b.unpack(world)
         finally:
             for b in self._buckets:
                 b.reset()
             self._next = 0
-            self._queued = False
+            self._pass = None
             self.stats["wait_s"] += time.perf_counter() - start
 
     @contextlib.contextmanager
@@ -277,19 +296,20 @@ class DistributedDataParallel:
                 f"buckets={len(self._buckets)}, module={self.module!r})")
 
 
-def _first_difference(ref, theirs, rank):
+def _first_difference(ref, theirs, rank, kind):
+    """What differs between rank 0's (name, shape, dtype) list of parameters or buffers and rank's."""
     names_ref = [n for n, _, _ in ref]
     names = [n for n, _, _ in theirs]
     missing = [n for n in names_ref if n not in names]
     extra = [n for n in names if n not in names_ref]
     if missing or extra:
-        return (f"parameters missing on rank {rank}: {missing}; "
-                f"parameters only on rank {rank}: {extra}")
+        return (f"{kind}s missing on rank {rank}: {missing}; "
+                f"{kind}s only on rank {rank}: {extra}")
     if names != names_ref:
-        return f"parameters are registered in another order on rank {rank}: {names} vs {names_ref}"
+        return f"{kind}s are registered in another order on rank {rank}: {names} vs {names_ref}"
     for (name, shape0, dtype0), (_, shape, dtype) in zip(ref, theirs):
         if shape != shape0:
-            return f"parameter {name!r} has shape {shape} on rank {rank} but {shape0} on rank 0"
+            return f"{kind} {name!r} has shape {shape} on rank {rank} but {shape0} on rank 0"
         if dtype != dtype0:
-            return f"parameter {name!r} has dtype {dtype} on rank {rank} but {dtype0} on rank 0"
+            return f"{kind} {name!r} has dtype {dtype} on rank {rank} but {dtype0} on rank 0"
     return "unknown difference"

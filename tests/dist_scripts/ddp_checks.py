@@ -256,3 +256,76 @@ def dataloader_with_sampler_matches_single_process():
     w = run(dist.DistributedDataParallel(make_model(sizes, seed=6 + rank)), sampler, per_rank)
     assert max_diff(w, ref) < TOL, f"max |ddp - single process| = {max_diff(w, ref):.3g}"
     assert_same_on_all_ranks(w)
+
+
+@check
+def exception_in_backward_does_not_stop_averaging():
+    """A hook raises in the middle of step 2's backward on every rank; the loop catches it and
+    goes on. Every later step still averages: the ranks end identical, equal to one process
+    that skipped step 2, and every backward pass (the failed one too) ran one all-reduce per bucket."""
+    model = dist.DistributedDataParallel(make_model(SIZES, seed=1), bucket_mb=1e-9)
+    params = list(model.parameters())
+    state = {"step": 0}
+
+    def fail_on_step_2(p):
+        if state["step"] == 2:
+            raise RuntimeError("a hook fails on purpose")
+
+    params[2].register_post_accumulate_grad_hook(fail_on_step_2)
+    opt = make_sgd(model.parameters(), LR, MOMENTUM)
+    lo = rank * half
+    failures = 0
+    for s in range(STEPS):
+        state["step"] = s
+        opt.zero_grad()
+        try:
+            mse(model(mg.tensor(X[s, lo:lo + half])), mg.tensor(Y[s, lo:lo + half])).backward()
+        except RuntimeError as exc:
+            assert "fails on purpose" in str(exc), str(exc)
+            failures += 1
+            continue
+        opt.step()
+    assert failures == 1
+    assert model.stats["all_reduces"] == STEPS * len(model._buckets), model.stats
+    w = weights(model)
+    assert_same_on_all_ranks(w)
+    ref = make_model(SIZES, seed=1)
+    ref_opt = make_sgd(ref.parameters(), LR, MOMENTUM)
+    for s in range(STEPS):
+        ref_opt.zero_grad()
+        if s != 2:
+            mse(ref(mg.tensor(X[s])), mg.tensor(Y[s])).backward()
+            ref_opt.step()
+    assert max_diff(w, weights(ref)) < TOL, f"max |ddp - single process| = {max_diff(w, weights(ref)):.3g}"
+
+
+class WithBuffers(mg.nn.Module):
+    """A Linear layer and buffers of several shapes and dtypes (a 0-d one among them)."""
+
+    def __init__(self, stats_shape=(3,), stats_dtype="float64"):
+        super().__init__()
+        self.linear = mg.nn.Linear(2, 3).double()
+        self.register_buffer("running", mg.tensor(np.full(stats_shape, float(rank + 1), dtype=stats_dtype)))
+        self.register_buffer("counts", mg.tensor(np.arange(4, dtype=np.int32) + 10 * rank))
+        self.register_buffer("steps", mg.tensor(np.int64(7 + rank)))
+
+
+@check
+def buffers_are_broadcast_from_rank_0():
+    model = dist.DistributedDataParallel(WithBuffers())
+    assert model.running.tolist() == [1.0, 1.0, 1.0], model.running.tolist()
+    assert model.counts.tolist() == [0, 1, 2, 3] and model.counts.dtype == mg.int32
+    assert model.steps.tolist() == 7 and model.steps.shape == ()
+
+
+@check
+def mismatched_buffers_are_reported():
+    for kwargs, expected in (({"stats_shape": (3,) if rank == 0 else (4,)}, "shape (4,) on rank 1 but (3,)"),
+                             ({"stats_dtype": "float64" if rank == 0 else "int64"},
+                              "dtype int64 on rank 1 but float64")):
+        try:
+            dist.DistributedDataParallel(WithBuffers(**kwargs))
+        except RuntimeError as exc:
+            assert f"buffer 'running' has {expected} on rank 0" in str(exc), str(exc)
+        else:
+            assert world == 1, f"no error for buffers that differ ({kwargs})"
