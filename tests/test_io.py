@@ -274,3 +274,196 @@ def test_fit_checkpoint_argument_resumes_exactly(tmp_path):
     assert len(extra["history"]["loss"]) == 1
     rest = trainer2.fit(x, y, epochs=3, batch_size=16, verbose=0, initial_epoch=trainer2.epoch)
     assert extra["history"]["loss"] + rest["loss"] == full["loss"]
+
+
+# --- every byte covered: fault injection ------------------------------------------------------
+def _small_run(tmp_path):
+    """A model with a 0-d parameter and buffer, Adam and a scheduler, trained a little and saved."""
+    model = _model()
+    model.scale = nn.Parameter(mg.tensor(1.5))
+    model.register_buffer("count", mg.tensor(3))
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    sched = optim.lr_scheduler.StepLR(opt, step_size=2)
+    _train_steps(model, opt, *_data(), steps=2)
+    sched.step()
+    path = tmp_path / "run.safetensors"
+    mg.save_checkpoint(path, model=model, optimizer=opt, scheduler=sched, epoch=7)
+    return path, model, opt, sched
+
+
+def _snapshot(model, opt):
+    """The model's weights and the optimizer's state as plain, comparable values."""
+    sd = opt.state_dict()
+    state = {i: {k: v.numpy().copy() if isinstance(v, mg.Tensor) else v for k, v in s.items()}
+             for i, s in sd["state"].items()}
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}, repr(sd["param_groups"]), state
+
+
+def _assert_same(a, b):
+    assert a[0].keys() == b[0].keys() and a[1] == b[1] and a[2].keys() == b[2].keys()
+    for k in a[0]:
+        np.testing.assert_array_equal(a[0][k], b[0][k], err_msg=k)
+    for i in a[2]:
+        assert a[2][i].keys() == b[2][i].keys()
+        for k in a[2][i]:
+            np.testing.assert_array_equal(a[2][i][k], b[2][i][k], err_msg=f"state {i} {k}")
+
+
+def test_editing_the_metadata_is_detected(tmp_path):
+    path, model, opt, sched = _small_run(tmp_path)
+    data = path.read_bytes()
+    for old, new in ((b'\\"epoch\\":7', b'\\"epoch\\":1'), (b'\\"step\\":2', b'\\"step\\":9')):
+        assert data.count(old) >= 1, old
+        path.write_bytes(data.replace(old, new, 1))
+        before = _snapshot(model, opt)
+        with pytest.raises(CheckpointError, match=r"run\.safetensors.*corrupted"):
+            mg.load_checkpoint(path, model=model, optimizer=opt, scheduler=sched)
+        _assert_same(before, _snapshot(model, opt))
+
+
+def test_every_flipped_byte_and_every_truncation_raises_checkpoint_error(tmp_path):
+    path, model, opt, sched = _small_run(tmp_path)
+    good = path.read_bytes()
+    before = _snapshot(model, opt)
+    rng = np.random.default_rng(0)
+    bad = tmp_path / "bad.safetensors"
+    changed = [good[:i] + bytes([good[i] ^ int(rng.integers(1, 256))]) + good[i + 1:] for i in range(len(good))]
+    changed += [good[:n] for n in range(len(good))]
+    for data in changed:
+        bad.write_bytes(data)
+        with pytest.raises(CheckpointError, match="bad.safetensors"):
+            mg.load_checkpoint(bad, model=model, optimizer=opt, scheduler=sched)
+        with pytest.raises(CheckpointError, match="bad.safetensors"):
+            mg.load(bad)
+    _assert_same(before, _snapshot(model, opt))
+    bad.write_bytes(good)
+    assert mg.load_checkpoint(bad, model=model, optimizer=opt, scheduler=sched)["epoch"] == 7
+
+
+def test_zero_dim_parameters_and_buffers_resume(tmp_path):
+    path, model, opt, sched = _small_run(tmp_path)
+    back = mg.load(path)
+    assert back["model.scale"].shape == () and back["model.count"].shape == ()
+    assert back["model.count"].dtype == mg.int64
+    other = _model(3)
+    other.scale = nn.Parameter(mg.tensor(0.0))
+    other.register_buffer("count", mg.tensor(0))
+    opt2 = optim.Adam(other.parameters(), lr=1e-2)
+    sched2 = optim.lr_scheduler.StepLR(opt2, step_size=2)
+    assert mg.load_checkpoint(path, model=other, optimizer=opt2, scheduler=sched2)["epoch"] == 7
+    assert other.scale.shape == () and other.scale.item() == model.scale.item()
+    assert other.count.item() == 3
+    _train_steps(model, opt, *_data(), steps=2)
+    _train_steps(other, opt2, *_data(), steps=2)
+    for (k, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=k)
+
+
+def test_load_checkpoint_changes_nothing_when_a_part_does_not_fit(tmp_path):
+    path, model, opt, sched = _small_run(tmp_path)
+    # an optimizer with another group layout: its load fails, the model must keep its weights
+    m2 = _model(5)
+    m2.scale = nn.Parameter(mg.tensor(0.0))
+    m2.register_buffer("count", mg.tensor(0))
+    params = list(m2.parameters())
+    opt2 = optim.Adam([{"params": params[:2]}, {"params": params[2:]}], lr=1e-2)
+    _train_steps(m2, opt2, *_data(), steps=1)
+    before = _snapshot(m2, opt2)
+    with pytest.raises(ValueError):
+        mg.load_checkpoint(path, model=m2, optimizer=opt2)
+    _assert_same(before, _snapshot(m2, opt2))
+    # a model that does not fit: the optimizer, already restored, is put back as it was
+    m3 = _model(6)
+    m3.scale = nn.Parameter(mg.tensor(0.0))
+    m3.register_buffer("count", mg.tensor([0, 0]))
+    opt3 = optim.Adam(m3.parameters(), lr=1e-2)
+    _train_steps(m3, opt3, *_data(), steps=1)
+    before = _snapshot(m3, opt3)
+    with pytest.raises(RuntimeError, match="count"):
+        mg.load_checkpoint(path, model=m3, optimizer=opt3)
+    _assert_same(before, _snapshot(m3, opt3))
+
+
+def test_a_save_removes_temporary_files_of_killed_writers(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    path = tmp_path / "w.safetensors"
+    writer = ("import sys, time, minigrad as mg, minigrad.io as mio\n"
+              "def stall(f, data):\n"
+              "    f.write(data[:len(data) // 2]); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+              "mio._write_bytes = stall\n"
+              "mg.save({'w': mg.zeros(100000)}, sys.argv[1])\n")
+    procs = [subprocess.Popen([sys.executable, "-c", writer, str(path)], stdout=subprocess.PIPE) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline() == b"writing\n"
+        assert len(_leftovers(tmp_path)) == 2
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        mg.save({"w": mg.ones(3)}, path)
+        assert len(_leftovers(tmp_path)) == 1              # the live writer's file stays
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
+    mg.save({"w": mg.ones(3)}, path)
+    assert _leftovers(tmp_path) == []
+    np.testing.assert_array_equal(mg.load(path)["w"].numpy(), np.ones(3))
+
+
+def test_saving_through_a_symlink_replaces_its_target(tmp_path):
+    target = tmp_path / "real.safetensors"
+    link = tmp_path / "link.safetensors"
+    mg.save({"w": mg.zeros(2)}, target)
+    link.symlink_to(target.name)
+    mg.save({"w": mg.ones(2)}, link)
+    assert link.is_symlink() and os.readlink(link) == target.name
+    np.testing.assert_array_equal(mg.load(target)["w"].numpy(), np.ones(2))
+    dangling = tmp_path / "dangling.safetensors"
+    dangling.symlink_to("later.safetensors")
+    mg.save_checkpoint(dangling, model=_model(), epoch=2)
+    assert dangling.is_symlink() and (tmp_path / "later.safetensors").is_file()
+    assert mg.load_checkpoint(dangling, model=_model())["epoch"] == 2
+    assert _leftovers(tmp_path) == []
+
+
+def test_saving_refuses_what_is_not_a_regular_file(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        mg.save({"w": mg.ones(2)}, fifo)
+    link = tmp_path / "to-pipe"
+    link.symlink_to(fifo)
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        mg.save_checkpoint(link, model=_model())
+    with pytest.raises(IsADirectoryError):
+        mg.save({"w": mg.ones(2)}, tmp_path)
+    import stat
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and link.is_symlink()
+    assert _leftovers(tmp_path) == []
+
+
+def test_big_endian_arrays_and_bytes_paths(tmp_path):
+    path = os.fsencode(str(tmp_path / "be.safetensors"))
+    a = np.arange(6, dtype=">f4").reshape(2, 3)
+    mg.save({"a": a, "b": np.array(7, dtype=">i8")}, path)
+    back = mg.load(path)
+    np.testing.assert_array_equal(back["a"].numpy(), a)
+    assert back["a"].dtype == mg.float32 and back["b"].shape == () and back["b"].item() == 7
+    mg.save_checkpoint(path, model=_model(), epoch=4)
+    assert mg.load_checkpoint(path, model=_model())["epoch"] == 4
+
+
+def test_bfloat16_files_from_pytorch_load_as_float32(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+    t = torch.tensor([[1.5, -2.25, 3e38], [1e-3, 0.0, -7.0]], dtype=torch.bfloat16)
+    save_file({"w": t, "i": torch.arange(3)}, str(tmp_path / "bf16.safetensors"))
+    back = mg.load(tmp_path / "bf16.safetensors")
+    assert back["w"].dtype == mg.float32 and back["i"].dtype == mg.int64
+    np.testing.assert_array_equal(back["w"].numpy(), t.float().numpy())
+    save_file({"f8": torch.zeros(2, dtype=torch.float8_e4m3fn)}, str(tmp_path / "f8.safetensors"))
+    with pytest.raises(CheckpointError, match="F8_E4M3"):
+        mg.load(tmp_path / "f8.safetensors")
