@@ -218,15 +218,15 @@ class Tensor:
     # --- shape ----------------------------------------------------------------------
     def reshape(self, *shape): return ops.reshape(self, *shape)
     view = reshape
-    def transpose(self, *axes): return ops.transpose(self, *axes)
-    permute = transpose
+    def transpose(self, *dims): return ops.transpose(self, *dims)
+    def permute(self, *dims): return ops.permute(self, *dims)
     def flatten(self, start=0, end=-1, *, start_dim=None, end_dim=None):
         return ops.flatten(self, start if start_dim is None else start_dim, end if end_dim is None else end_dim)
     def expand(self, *shape): return ops.expand(self, *shape)
 
     def unsqueeze(self, dim):
         """A view with a new axis of size 1 at dim (negative counts from the end of the result)."""
-        d = _axis(dim, self.ndim + 1, "unsqueeze")
+        d = ops.movement.dim_index(dim, self.ndim + 1)
         return ops.reshape(self, *self.shape[:d], 1, *self.shape[d:])
 
     def squeeze(self, dim=None):
@@ -235,7 +235,7 @@ class Tensor:
             drop = {d for d, n in enumerate(self.shape) if n == 1}
         else:
             dims = dim if isinstance(dim, (tuple, list)) else (dim,)
-            drop = {d for d in (_axis(a, self.ndim, "squeeze") for a in dims) if self.shape[d] == 1}
+            drop = {d for d in (ops.movement.dim_index(a, self.ndim) for a in dims) if self.ndim and self.shape[d] == 1}
         return ops.reshape(self, *[n for d, n in enumerate(self.shape) if d not in drop]) if drop else self
 
     def __repr__(self):
@@ -250,13 +250,6 @@ class Tensor:
         elif self.requires_grad:
             extra.append("requires_grad=True")
         return "tensor(" + body + "".join(", " + e for e in extra) + ")"
-
-
-def _axis(dim, ndim, op):
-    if not isinstance(dim, int) or not -max(ndim, 1) <= dim < max(ndim, 1):
-        raise IndexError(f"{op}: dimension {dim!r} out of range for {ndim} dimensions "
-                         f"(expected an int in [{-max(ndim, 1)}, {max(ndim, 1) - 1}])")
-    return dim % max(ndim, 1)
 
 
 class _HookHandle:

@@ -169,7 +169,47 @@ def test_squeeze_and_unsqueeze_match_torch_shapes_and_pass_gradients():
 
 def test_squeeze_and_unsqueeze_reject_bad_dims():
     x = mg.zeros(2, 3)
-    with pytest.raises(IndexError, match=r"unsqueeze: dimension 3 out of range for 3 dimensions \(expected an int in \[-3, 2\]\)"):
+    with pytest.raises(IndexError, match=r"expected to be in range of \[-3, 2\], but got 3"):
         x.unsqueeze(3)
-    with pytest.raises(IndexError, match="squeeze: dimension -3 out of range for 2 dimensions"):
+    with pytest.raises(IndexError, match=r"expected to be in range of \[-2, 1\], but got -3"):
         x.squeeze(-3)
+    with pytest.raises(IndexError, match=r"\[-1, 0\], but got 1"):
+        mg.tensor(1.0).squeeze(1)
+
+
+def test_squeeze_of_a_0d_tensor_is_the_tensor():
+    x = mg.tensor(2.0)
+    assert x.squeeze(0).shape == x.squeeze(-1).shape == x.squeeze().shape == ()
+
+
+def test_permute_is_a_permutation_and_transpose_swaps_two():
+    a = np.arange(24.0).reshape(2, 3, 4)
+    x = mg.tensor(a)
+    np.testing.assert_array_equal(mg.tensor(a[0]).permute(0, 1).numpy(), a[0])   # identity, not a swap
+    np.testing.assert_array_equal(x.permute(2, 0, 1).numpy(), a.transpose(2, 0, 1))
+    np.testing.assert_array_equal(x.permute((1, -1, 0)).numpy(), a.transpose(1, 2, 0))
+    np.testing.assert_array_equal(x.transpose(0, 2).numpy(), a.swapaxes(0, 2))
+    np.testing.assert_array_equal(x.transpose(-1, 1).numpy(), a.swapaxes(2, 1))
+    np.testing.assert_array_equal(x.transpose().numpy(), a.T)
+
+
+@pytest.mark.parametrize("bad, error", [
+    (lambda x: x.permute(0, 1), RuntimeError), (lambda x: x.permute(0, 1, 1), RuntimeError),
+    (lambda x: x.permute(0, 1, 3), IndexError), (lambda x: x.transpose(0, 3), IndexError),
+    (lambda x: x.reshape(5, 5), RuntimeError), (lambda x: x @ mg.ones(3, 2), RuntimeError),
+    (lambda x: x + mg.ones(3), RuntimeError), (lambda x: x.clip(), RuntimeError),
+])
+def test_bad_shapes_and_dims_raise_torchs_class(bad, error):
+    with pytest.raises(error):
+        bad(mg.ones(2, 3, 4))
+
+
+def test_cat_and_stack_check_dims_as_torch():
+    z = mg.zeros
+    with pytest.raises(IndexError):
+        mg.cat([z(2), z(2)], 1)
+    with pytest.raises(IndexError):
+        mg.stack([z(2), z(2)], -3)
+    with pytest.raises(RuntimeError, match="zero-dimensional"):
+        mg.cat([z(()), z(())])
+    assert mg.cat([z(2), z(3)], -1).shape == (5,) and mg.stack([z(2), z(2)], -1).shape == (2, 2)

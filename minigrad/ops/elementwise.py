@@ -232,7 +232,14 @@ def exp(x): return Exp.apply(x)
 def log(x): return Log.apply(x)
 def sqrt(x): return Sqrt.apply(x)
 def abs_(x): return Abs.apply(x)
-def clip(x, lo=None, hi=None): return Clip.apply(x, lo=lo, hi=hi)
+
+
+def clip(x, lo=None, hi=None):
+    if lo is None and hi is None:
+        raise RuntimeError("clip: At least one of 'min' or 'max' must not be None")
+    return Clip.apply(x, lo=lo, hi=hi)
+
+
 def relu(x): return ReLU.apply(x)
 def sigmoid(x): return Sigmoid.apply(x)
 def tanh(x): return Tanh.apply(x)

@@ -1,15 +1,15 @@
 """Matrix products."""
 from .. import kernels
 from ..autograd import Function
-from .movement import sum_to_shape
+from .movement import ShapeError, sum_to_shape
 
 
 def _check_matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul: both operands need at least 1 dimension, found shapes {a.shape} and {b.shape}")
+        raise ShapeError(f"matmul: both operands need at least 1 dimension, found shapes {a.shape} and {b.shape}")
     ka, kb = a.shape[-1], b.shape[-2] if b.ndim > 1 else b.shape[0]
     if ka != kb:
-        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned: last dimension of the "
+        raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} are not aligned: last dimension of the "
                          f"first ({ka}) != {'second-to-last' if b.ndim > 1 else 'only'} dimension of the second ({kb})")
 
 

@@ -6,6 +6,19 @@ from ..autograd import Function
 from ..backend import get_array_module, to_device
 
 
+class ShapeError(RuntimeError, ValueError):
+    """Shapes that do not fit together. PyTorch raises RuntimeError; subclassing ValueError too keeps
+    `except ValueError` (NumPy's class for the same mistakes) working."""
+
+
+def dim_index(dim, ndim):
+    """dim in [0, ndim) from PyTorch's range [-ndim, ndim) (a 0-d tensor takes 0 and -1), as torch."""
+    n = ndim or 1
+    if not -n <= dim < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
+    return dim % n
+
+
 def sum_to_shape(g, shape):
     """Sum a broadcast gradient back down to `shape` (the inverse of broadcasting)."""
     if g.shape == shape:
@@ -51,7 +64,7 @@ def broadcast_shape(*shapes):
         sizes = {s[i] for s in shapes if len(s) >= -i} - {1}
         if len(sizes) > 1:
             found = " and ".join(str(s) for s in shapes)
-            raise ValueError(f"shapes {found} cannot be broadcast together: dimension {i} "
+            raise ShapeError(f"shapes {found} cannot be broadcast together: dimension {i} "
                              f"has sizes {sorted(sizes)}")
         out.append(sizes.pop() if sizes else 1)
     if len(_shapes) < 4096:  # shapes repeat every training step; the cache makes the check free
@@ -77,7 +90,7 @@ class Reshape(Function):
         try:
             return x.reshape(shape)
         except ValueError:
-            raise ValueError(f"reshape: cannot reshape shape {x.shape} ({x.size} elements) into {shape}") from None
+            raise ShapeError(f"reshape: cannot reshape shape {x.shape} ({x.size} elements) into {shape}") from None
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -109,25 +122,28 @@ class Transpose(Function):
         return grad_output.transpose(inverse)
 
 
-def transpose(x, *axes):
-    """transpose() reverses all axes; transpose(a, b) swaps two (PyTorch); transpose(perm) permutes."""
+def permute(x, *dims):
+    """The dimensions of x reordered: result dimension i is x's dimension dims[i] (dims as *ints or one
+    tuple, each in [-ndim, ndim)), as numpy.transpose."""
+    dims = shape_arg(dims)
+    if len(dims) != x.ndim:
+        raise ShapeError(f"permute: expected {x.ndim} dims for a tensor of shape {x.shape}, found {len(dims)}: {dims}")
+    perm = tuple(dim_index(d, x.ndim) for d in dims)
+    if len(set(perm)) != len(perm):
+        raise ShapeError(f"permute: duplicate dims are not allowed, found {dims}")
+    return x if perm == tuple(range(x.ndim)) else Transpose.apply(x, axes=perm)
+
+
+def transpose(x, *dims):
+    """transpose(a, b) swaps dimensions a and b (PyTorch); transpose() reverses all of them and
+    transpose(perm) or transpose(*perm) with more than two dims permutes (NumPy's forms)."""
     n = x.ndim
-    if not axes and n == 2:
-        return Transpose.apply(x, axes=(1, 0))
-    if not axes:
-        perm = tuple(range(n))[::-1]
-    elif len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-        perm = tuple(a % n for a in axes[0])
-    elif len(axes) == 2:
+    if len(dims) == 2:
+        a, b = dim_index(dims[0], n), dim_index(dims[1], n)
         perm = list(range(n))
-        a, b = axes[0] % n, axes[1] % n
-        perm[a], perm[b] = perm[b], perm[a]
-        perm = tuple(perm)
-    else:
-        perm = tuple(a % n for a in axes)
-    if sorted(perm) != list(range(n)):
-        raise ValueError(f"transpose: axes {axes} are not a permutation of the {n} dimensions of shape {x.shape}")
-    return Transpose.apply(x, axes=perm)
+        perm[a], perm[b] = b, a
+        return permute(x, perm)
+    return permute(x, tuple(range(n))[::-1] if not dims else dims)
 
 
 def _is_advanced(idx):
@@ -179,21 +195,27 @@ class Cat(Function):
 
 
 def _check_same(seq, what, axis):
+    """The tensors of a cat (or stack) and its dim in [0, ndim): shapes equal except in dim (all equal)."""
+    seq = list(seq)
     if not seq:
-        raise ValueError(f"{what}: expected a non-empty sequence of tensors")
+        raise (ValueError if what == "cat" else RuntimeError)(f"{what}: expected a non-empty sequence of tensors")
     ref = seq[0].shape
+    if what == "cat" and not ref:
+        raise ShapeError("cat: zero-dimensional tensor (at position 0) cannot be concatenated")
+    axis = dim_index(axis, len(ref) + (what == "stack"))
     for i, t in enumerate(seq):
-        if len(t.shape) != len(ref) or any(a != b for d, (a, b) in enumerate(zip(t.shape, ref))
-                                           if what == "stack" or d != axis % len(ref)):
-            raise ValueError(f"{what}: tensor {i} has shape {t.shape}, expected shape {ref}"
+        if what == "cat" and len(t.shape) != len(ref):
+            raise ShapeError(f"cat: tensors must have the same number of dimensions: tensor 0 has {len(ref)}, "
+                             f"tensor {i} has {len(t.shape)}")
+        if any(a != b for d, (a, b) in enumerate(zip(t.shape, ref)) if what == "stack" or d != axis):
+            raise ShapeError(f"{what}: tensor {i} has shape {t.shape}, expected shape {ref}"
                              + ("" if what == "stack" else f" except in dimension {axis}"))
+    return seq, axis
 
 
 def cat(seq, axis=0, *, dim=None):
-    axis = axis if dim is None else dim
-    seq = list(seq)
-    _check_same(seq, "cat", axis)
-    return Cat.apply(*seq, axis=axis % seq[0].ndim)
+    seq, axis = _check_same(seq, "cat", axis if dim is None else dim)
+    return Cat.apply(*seq, axis=axis)
 
 
 class Stack(Function):
@@ -209,10 +231,8 @@ class Stack(Function):
 
 
 def stack(seq, axis=0, *, dim=None):
-    axis = axis if dim is None else dim
-    seq = list(seq)
-    _check_same(seq, "stack", axis)
-    return Stack.apply(*seq, axis=axis % (seq[0].ndim + 1))
+    seq, axis = _check_same(seq, "stack", axis if dim is None else dim)
+    return Stack.apply(*seq, axis=axis)
 
 
 class Cast(Function):
