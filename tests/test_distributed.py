@@ -319,6 +319,28 @@ def test_crashing_rank_ends_the_job(mode):
 
 @pytest.mark.mpi
 @pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")
+@pytest.mark.parametrize("code", [0, 3])
+def test_rank_leaving_early_ends_the_job(code):
+    """sys.exit on one rank while the other waits in an all-reduce: the job ends at once, non-zero."""
+    start = time.monotonic()
+    code_, out, seconds = launch("crash.py", "sys.exit", str(code), timeout=60, dist_timeout=300)
+    assert code_ != 0, out
+    assert seconds < 20, f"took {seconds:.1f} s"
+    assert "was not stopped" not in out
+    assert "rank 1 of 2 left the job" in out and "rank 0 waits for it in all_reduce" in out, out
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")
+@pytest.mark.parametrize("how", ["end of script", "destroy"])
+def test_ranks_finishing_at_different_times_exit_cleanly(how):
+    code, out, seconds = launch("finish.py", how, timeout=60, dist_timeout=300)
+    assert code == 0, out
+    assert out.count("finished") == 2 and "aborting" not in out, out
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")
 def test_stuck_collective_times_out():
     code, out, seconds = launch("crash.py", "timeout", timeout=60, dist_timeout=2)
     assert code != 0, out

@@ -56,6 +56,7 @@ evenly) are counted twice in the epoch metrics, as in PyTorch.
 """
 from __future__ import annotations
 
+import atexit
 import sys
 import time
 
@@ -66,7 +67,6 @@ from .comm import (Communicator, DistributedError, DistributedTimeoutError, Loca
                    launcher_world_size)
 from .parallel import DistributedDataParallel
 from .sampler import DistributedSampler
-
 __all__ = [
     "init_process_group", "destroy_process_group", "is_initialized", "get_rank", "get_world_size",
     "get_local_rank", "get_device", "is_main_process", "all_reduce", "broadcast", "barrier",
@@ -75,7 +75,6 @@ __all__ = [
     "LocalCommunicator", "MPICommunicator", "NCCLCommunicator", "ProcessGroup", "Work",
     "default_timeout", "launcher_world_size",
 ]
-
 _group: ProcessGroup | None = None
 _previous_excepthook = None
 
@@ -98,16 +97,41 @@ def init_process_group(backend: str = "auto", timeout: float | None = None) -> P
     _group = comm.create(backend, timeout)
     if _group.world_size > 1:
         _install_excepthook()
+        atexit.register(_leave)
     return _group
 
 
 def destroy_process_group():
-    """Release the communicators; a later call re-initializes."""
+    """Leave the job and release the communicators; a later call re-initializes.
+
+    With several ranks it returns once every rank has called it or exited (ranks that finish
+    at different times wait for each other); a rank that is still waiting in a collective
+    then aborts the job, as when a rank exits early.
+    """
     global _group
     if _group is not None:
+        _leave()
         group, _group = _group, None
         group.close()
         _restore_excepthook()
+        atexit.unregister(_leave)
+
+
+def _leave():
+    """At exit (the end of the script, sys.exit) or destroy_process_group: tell the other ranks this
+    one is done and wait for all to finish. Ranks still waiting in a collective this rank never
+    joins abort the job at once, naming this rank, instead of waiting out the timeout."""
+    group = _group
+    if group is None or group.world_size == 1:
+        return
+    try:
+        group.leave()
+    except DistributedError as exc:
+        sys.stderr.write(f"minigrad.distributed: rank {group.rank} of {group.world_size} finished, but "
+                         f"{exc}; aborting all ranks\n")
+        sys.stderr.flush()
+        time.sleep(0.5)     # let the launcher forward this output before MPI_Abort kills the job
+        group.abort(1)
 
 
 def is_initialized() -> bool:

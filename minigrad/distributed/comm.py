@@ -39,6 +39,7 @@ _SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_S
 _RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
 _LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
                     "SLURM_LOCALID")
+_TAG_LEFT = 1        # on MPICommunicator's control communicator: "this rank has left the job"
 
 
 class DistributedError(RuntimeError):
@@ -143,6 +144,9 @@ class Communicator:
         """End every rank of the job now."""
         os._exit(code)
 
+    def leave(self):
+        """This rank is done with the job: wait until every rank has left (see MPICommunicator)."""
+
     def close(self):
         pass
 
@@ -195,21 +199,31 @@ class MPICommunicator(Communicator):
         self.local_rank = self.local_comm.Get_rank()
         self.local_size = self.local_comm.Get_size()
         self._ops = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+        # Leaving the job (leave()): the world's ranks count the collectives they start, and a
+        # rank that leaves tells the others its count on a communicator of its own.
+        self._seq = 0
+        self._left = {}                  # rank -> collectives it had started when it left
+        self._control = self.comm.Dup() if comm is None and self.world_size > 1 else None
 
-    def _wait(self, request, what):
+    def _wait(self, request, what, seq=None):
         """Poll ``request`` until done; raise DistributedTimeoutError after ``self.timeout`` s.
 
         Polls with Test() and yields the core between polls (ranks often share cores, and the
         peer needs it to make progress); after 50 ms it sleeps between polls, backing off to
-        1 ms. With no timeout (MINIGRAD_DIST_TIMEOUT=0) it blocks in MPI_Wait."""
+        1 ms. ``seq``: the number of the world's collective waited for; while it waits, a rank
+        that left the job before starting it aborts the job. With no timeout
+        (MINIGRAD_DIST_TIMEOUT=0) and no ``seq`` it blocks in MPI_Wait."""
         if request.Test():
             return
-        if self.timeout == float("inf"):
+        watch = seq is not None and self._control is not None
+        if self.timeout == float("inf") and not watch:
             request.Wait()
             return
         start = time.monotonic()
         delay = 1e-5
         while not request.Test():
+            if watch:
+                self._abort_if_left(seq, what)
             elapsed = time.monotonic() - start
             if elapsed > self.timeout:
                 raise DistributedTimeoutError(
@@ -230,9 +244,11 @@ class MPICommunicator(Communicator):
         if not buf.flags.c_contiguous or buf.dtype == np.bool_:
             buf = np.ascontiguousarray(buf, dtype=np.uint8 if buf.dtype == np.bool_ else buf.dtype)
         request = self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self._ops[op])
+        self._seq += 1
+        seq = self._seq
 
         def finish():
-            self._wait(request, f"all_reduce({op}) of {array.dtype} {array.shape}")
+            self._wait(request, f"all_reduce({op}) of {array.dtype} {array.shape}", seq)
             if buf is not array:
                 array[...] = buf
             if op == "mean":
@@ -248,18 +264,59 @@ class MPICommunicator(Communicator):
         contiguous = array.flags.c_contiguous
         buf = array if contiguous else np.ascontiguousarray(array)
         wire = buf.view(np.uint8) if buf.dtype == np.bool_ else buf
-        self._wait(self.comm.Ibcast(wire, root=src), f"broadcast from rank {src} of {array.shape}")
+        self._seq += 1
+        self._wait(self.comm.Ibcast(wire, root=src), f"broadcast from rank {src} of {array.shape}", self._seq)
         if not contiguous:
             array[...] = buf
         return array
 
     def all_gather_object(self, obj):
         # Meet in a nonblocking barrier first, so a missing rank times out instead of hanging.
-        self._wait(self.comm.Ibarrier(), "all_gather_object (barrier)")
+        self._seq += 1
+        self._wait(self.comm.Ibarrier(), "all_gather_object (barrier)", self._seq)
         return self.comm.allgather(obj)
 
     def barrier(self):
-        self._wait(self.comm.Ibarrier(), "barrier")
+        self._seq += 1
+        self._wait(self.comm.Ibarrier(), "barrier", self._seq)
+
+    def _abort_if_left(self, seq, what):
+        """Read the other ranks' notes that they left; abort the job if one left before starting
+        collective ``seq``: it will never join it. (One that started it has finished it: then
+        the collective completes here too, as at the normal end of a job.)"""
+        status = self.MPI.Status()
+        while self._control.Iprobe(source=self.MPI.ANY_SOURCE, tag=_TAG_LEFT, status=status):
+            note = np.empty(1, np.int64)
+            self._control.Recv(note, source=status.Get_source(), tag=_TAG_LEFT)
+            self._left[status.Get_source()] = int(note[0])
+        gone = sorted(r for r, count in self._left.items() if count < seq)
+        if gone:
+            sys.stderr.write(f"minigrad.distributed: rank {gone[0]} of {self.world_size} left the job (it "
+                             f"exited or called destroy_process_group) while rank {self.rank} waits for "
+                             f"it in {what}; aborting all ranks\n")
+            sys.stderr.flush()
+            sys.stdout.flush()
+            time.sleep(0.5)     # let the launcher forward this output before MPI_Abort ends the job
+            self.abort(1)
+
+    def leave(self):
+        """This rank is done with the job (the end of its script, sys.exit, destroy_process_group):
+        tell the other ranks, then wait until every rank has left. A rank still waiting in a
+        collective that this rank never started aborts the job (see _abort_if_left), so one rank
+        leaving early ends the job within moments instead of leaving the others waiting for the
+        timeout; ranks that finish at different times simply wait for each other."""
+        control = self._control
+        if control is None:
+            return
+        note = np.array([self._seq], np.int64)
+        sends = [control.Isend(note, dest=r, tag=_TAG_LEFT) for r in range(self.world_size) if r != self.rank]
+        self._wait(control.Ibarrier(), "the end of the job (waiting for every rank to finish)")
+        for r in range(self.world_size):           # every note was sent before the barrier completed
+            if r != self.rank and r not in self._left:
+                control.Recv(np.empty(1, np.int64), source=r, tag=_TAG_LEFT)
+        self.MPI.Request.Waitall(sends)
+        self._control = None
+        control.Free()
 
     def abort(self, code=1):
         self.comm.Abort(code)
@@ -268,6 +325,9 @@ class MPICommunicator(Communicator):
         if self.local_comm is not None:
             self.local_comm.Free()
             self.local_comm = None
+        if self._control is not None:
+            self._control.Free()
+            self._control = None
 
 
 _NCCL_DTYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64",
@@ -453,6 +513,9 @@ class ProcessGroup(Communicator):
 
     def abort(self, code=1):
         (self.nccl or self.host).abort(code)
+
+    def leave(self):
+        self.host.leave()
 
     def close(self):
         if self.nccl is not None:

@@ -2,8 +2,9 @@
 
 The job must end (non-zero) right away instead of hanging. argv[1]: "raise" (an uncaught
 exception, aborted by minigrad's excepthook), "exit" (the last rank dies without a word, as
-on a segfault or an OOM kill) or "timeout" (the last rank stalls; the others' collective times
-out after MINIGRAD_DIST_TIMEOUT seconds)."""
+on a segfault or an OOM kill), "sys.exit" (the last rank calls sys.exit(argv[2]): it leaves
+while the others are still in the job) or "timeout" (the last rank stalls; the others'
+collective times out after MINIGRAD_DIST_TIMEOUT seconds)."""
 import os
 import sys
 import time
@@ -22,6 +23,8 @@ if rank == world - 1:
         raise ValueError(f"rank {rank} fails on purpose")
     if mode == "exit":
         os._exit(3)
+    if mode == "sys.exit":
+        sys.exit(int(sys.argv[2]))
     time.sleep(120)
 dist.all_reduce(np.ones(3))                    # the others wait here
 print(f"rank {rank} was not stopped", flush=True)
