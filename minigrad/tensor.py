@@ -11,7 +11,7 @@ from .backend import CPU, device as _device, get_array_module, to_device, xp_for
 
 float16, float32, float64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 int32, int64, bool_ = np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.bool_)
-_new = object.__new__
+_new, _ndarray = object.__new__, np.ndarray
 
 
 class Tensor:
@@ -198,6 +198,8 @@ class Tensor:
     def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None): return ops.mean(self, axis, keepdims, dim=dim, keepdim=keepdim)
     def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None): return ops.max(self, axis, keepdims, dim=dim, keepdim=keepdim)
     def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None): return ops.min(self, axis, keepdims, dim=dim, keepdim=keepdim)
+    def amax(self, axis=None, keepdims=False, *, dim=None, keepdim=None): return ops.amax(self, axis, keepdims, dim=dim, keepdim=keepdim)
+    def amin(self, axis=None, keepdims=False, *, dim=None, keepdim=None): return ops.amin(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
     def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
         axis, keepdims = (axis if dim is None else dim), (keepdims if keepdim is None else keepdim)
@@ -263,6 +265,8 @@ class _HookHandle:
 
 def _wrap(data, device, requires_grad=False):
     """A Tensor around an existing array, with no checks: the hot path of every op."""
+    if type(data) is not _ndarray and isinstance(data, np.generic):  # NumPy gives 0-d results as scalars
+        data = np.asarray(data)
     t = _new(Tensor)
     t.data, t.device, t.requires_grad, t.grad, t._ctx, t._hooks = data, device, requires_grad, None, None, None
     return t

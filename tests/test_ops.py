@@ -80,10 +80,11 @@ OPS = [
     Op("sum_0d", lambda a: a.sum(), np.sum, [()]),
     Op("mean", lambda a: a.mean(), np.mean, [(3, 4)]),
     Op("mean_dim", lambda a: a.mean(dim=-1, keepdim=True), lambda a: a.mean(-1, keepdims=True), [(3, 4)]),
-    Op("max", lambda a: a.max(), np.max, [(3, 4)], torch_fn=lambda a: a.amax()),
-    Op("max_dim", lambda a: a.max(dim=1), lambda a: a.max(1), [(3, 4)], torch_fn=lambda a: a.amax(dim=1)),
-    Op("min_dim_keepdim", lambda a: a.min(dim=0, keepdim=True), lambda a: a.min(0, keepdims=True), [(3, 4)],
-       torch_fn=lambda a: a.amin(dim=0, keepdim=True)),
+    Op("max", lambda a: a.max(), np.max, [(3, 4)]),
+    Op("max_dim", lambda a: a.max(dim=1).values, lambda a: a.max(1), [(3, 4)]),
+    Op("min_dim_keepdim", lambda a: a.min(0, keepdim=True)[0], lambda a: a.min(0, keepdims=True), [(3, 4)]),
+    Op("amax", lambda a: a.amax(dim=(0, 2)), lambda a: a.max((0, 2)), [(2, 3, 4)]),
+    Op("amin_keepdim", lambda a: a.amin(dim=-1, keepdim=True), lambda a: a.min(-1, keepdims=True), [(3, 4)]),
     Op("matmul", lambda a, b: a @ b, np.matmul, [(3, 4), (4, 5)]),
     Op("matmul_batched", lambda a, b: a @ b, np.matmul, [(2, 3, 4), (2, 4, 5)]),
     Op("matmul_broadcast", lambda a, b: a @ b, np.matmul, [(2, 3, 4), (4, 5)]),
@@ -186,3 +187,71 @@ def test_gradcheck_needs_float64():
     x = mg.randn(3, requires_grad=True)
     with pytest.raises(TypeError, match="float64"):
         gradcheck(lambda a: a.exp(), [x])
+
+
+TIES = np.array([[1.0, 3.0, 3.0], [2.0, 0.0, 2.0]])
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("call", [lambda a: a.max(1), lambda a: a.min(dim=0, keepdim=True), lambda a: a.max(-1)])
+def test_max_min_along_a_dim_are_named_pairs_whose_gradient_goes_to_the_index(call):
+    x, t = mg.tensor(TIES, requires_grad=True), torch.tensor(TIES, requires_grad=True)
+    (values, indices), tout = call(x), call(t)
+    assert call(x).values is not None and type(call(x)).__name__ == type(tout).__name__
+    np.testing.assert_array_equal(values.numpy(), tout.values.detach().numpy())
+    np.testing.assert_array_equal(indices.numpy(), tout.indices.numpy())
+    assert indices.dtype == mg.int64 and not indices.requires_grad
+    values.sum().backward()
+    tout.values.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())  # the tie's first index only
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("call", [lambda a: a.max(), lambda a: a.amax(1), lambda a: a.amin((0, 1)), lambda a: a.min()])
+def test_full_max_and_amax_split_ties_evenly(call):
+    x, t = mg.tensor(TIES, requires_grad=True), torch.tensor(TIES, requires_grad=True)
+    call(x).sum().backward()
+    call(t).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
+
+
+def test_max_gradient_keeps_float32():
+    x = mg.tensor(TIES.astype(np.float32), requires_grad=True)
+    x.amax(1).sum().backward()
+    assert x.grad.dtype == mg.float32
+    w = mg.tensor(TIES.astype(np.float32), requires_grad=True)
+    w.max().backward()
+    assert w.grad.dtype == mg.float32
+
+
+def test_max_errors_as_torch():
+    with pytest.raises(IndexError):
+        mg.zeros(0, 3).max(0)
+    with pytest.raises(RuntimeError):
+        mg.zeros(0).max()
+    with pytest.raises(IndexError):
+        mg.zeros(3).max(1)
+    with pytest.raises(RuntimeError):
+        mg.zeros(3, 2).sum(dim=(0, 0))
+    with pytest.raises(RuntimeError):
+        mg.tensor([1, 2]).mean()
+    v, i = mg.tensor(2.0).max(0)
+    assert v.item() == 2.0 and i.item() == 0 and mg.zeros(0, 3).amax(1).shape == (0,)
+
+
+@pytest.mark.parametrize("make", [lambda: mg.ones(3).sum(), lambda: mg.ones(3)[0], lambda: mg.ones(3).max(),
+                                  lambda: mg.tensor(2.0) * mg.tensor(3.0), lambda: mg.tensor(2.0).exp()])
+def test_0d_results_hold_arrays(make):
+    t = make()
+    assert isinstance(t.data, np.ndarray) and t.shape == ()
+    t.fill_(3)
+    assert t.item() == 3
+
+
+def test_0d_gradients_hold_arrays():
+    p = mg.tensor(2.0, requires_grad=True)
+    (p * p).backward()
+    assert isinstance(p.grad.data, np.ndarray)
+    opt = mg.optim.SGD([p], lr=0.1)
+    opt.zero_grad(set_to_none=False)
+    assert p.grad.item() == 0

@@ -143,7 +143,7 @@ def transpose(x, *dims):
         perm = list(range(n))
         perm[a], perm[b] = b, a
         return permute(x, perm)
-    return permute(x, tuple(range(n))[::-1] if not dims else dims)
+    return permute(x, *dims) if dims else permute(x, tuple(range(n))[::-1])
 
 
 def _is_advanced(idx):

@@ -1,7 +1,11 @@
 """Reductions over axes, and softmax/log_softmax along one axis."""
+from collections import namedtuple
+
+from .. import autograd
 from ..autograd import Function
 from ..backend import get_array_module
 from .elementwise import exp
+from .movement import dim_index
 
 
 def _keep_shape(in_shape, axis):
@@ -58,22 +62,38 @@ class Max(Function):
         x, y = ctx.saved_tensors
         keep = _keep_shape(x.shape, ctx.axis)
         mask = x == y.reshape(keep)
-        return mask * (grad_output.reshape(keep) / mask.sum(axis=ctx.axis, keepdims=True))
+        return mask * (grad_output.reshape(keep) / mask.sum(axis=ctx.axis, keepdims=True, dtype=grad_output.dtype))
+
+
+class TakeAlong(Function):
+    """x's entries at indices (keepdims-shaped, from argmax or argmin) along one axis; the gradient goes
+    to those entries only, as torch.max(dim)'s."""
+    @staticmethod
+    def forward(ctx, x, indices, axis, keepdims):
+        ctx.in_shape, ctx.indices, ctx.axis = x.shape, indices, axis
+        y = get_array_module(x).take_along_axis(x, indices, axis)
+        return y if keepdims else y.squeeze(axis)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        xp, axis = get_array_module(grad_output), ctx.axis
+        n = ctx.in_shape[axis]
+        hit = xp.arange(n).reshape((n,) + (1,) * (len(ctx.in_shape) - axis - 1)) == ctx.indices
+        return hit * grad_output.reshape(ctx.indices.shape)
 
 
 def _norm_axis(x, axis, dim):
-    """The reduction axis (PyTorch's dim= wins over axis=) as None, an int or a tuple, each in
-    [0, ndim); IndexError for one out of range."""
+    """The reduction axis (PyTorch's dim= wins over axis=) as None (all, also for ()), an int or a
+    tuple, each in [0, ndim); IndexError for one out of range, RuntimeError for a repeated one."""
     axis = dim if dim is not None else axis
-    if axis is None:
+    if axis is None or axis == ():
         return None
-    n = x.ndim or 1  # NumPy accepts axis 0 / -1 on 0-d arrays
-    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
-    for a in axes:
-        if not -n <= a < n:
-            raise IndexError(f"axis {a} is out of range for a tensor of shape {x.shape}")
-    axes = tuple(a % n for a in axes)
-    return axes if isinstance(axis, (tuple, list)) else axes[0]
+    if isinstance(axis, (tuple, list)):
+        axes = tuple(dim_index(a, x.ndim) for a in axis)
+        if len(set(axes)) != len(axes):
+            raise RuntimeError(f"dim {next(a for a in axes if axes.count(a) > 1)} appears multiple times in the list of dims {axis}")
+        return axes
+    return dim_index(axis, x.ndim)
 
 
 def _reduction(x, axis, dim, keepdims, keepdim):
@@ -86,15 +106,63 @@ def sum(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
 
 
 def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    if x.dtype.kind not in "fc":
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a floating point "
+                           f"or complex dtype. Got: {x.dtype}")
     return Mean.apply(x, **_reduction(x, axis, dim, keepdims, keepdim))
 
 
+def _extremum(x, axis, keepdims, minimum):
+    """amax / amin: the checks PyTorch makes (NumPy has no answer for an empty reduction)."""
+    name = "amin" if minimum else "amax"
+    if x.data.size == 0:
+        if axis is None:
+            raise RuntimeError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0.")
+        for a in axis if isinstance(axis, tuple) else (axis,):
+            if x.shape[a] == 0:
+                raise IndexError(f"{name}(): Expected reduction dim {a} to have non-zero size.")
+    return Max.apply(x, axis=axis, keepdims=keepdims, minimum=minimum)
+
+
+def amax(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """The largest entries over dims (all by default); tied entries share the gradient equally."""
+    return _extremum(x, **_reduction(x, axis, dim, keepdims, keepdim), minimum=False)
+
+
+def amin(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    return _extremum(x, **_reduction(x, axis, dim, keepdims, keepdim), minimum=True)
+
+
+MaxResult = namedtuple("max", ["values", "indices"])  # as torch.return_types.max: a (values, indices) tuple
+MinResult = namedtuple("min", ["values", "indices"])
+
+
+def _max_min(x, axis, keepdims, dim, keepdim, minimum):
+    """max()/min() over all entries: one tensor. Along one dim: (values, indices), the first extremum's
+    index in each slice, which alone receives the gradient."""
+    d = dim if dim is not None else axis
+    if d is None:
+        return _extremum(x, None, False, minimum)
+    if not isinstance(d, int):
+        raise TypeError(f"{'min' if minimum else 'max'}(): dim must be an int, found {d!r}; amax/amin take several dims")
+    keepdims = keepdims if keepdim is None else keepdim
+    if x.ndim == 0:
+        dim_index(d, 0)
+        return (MinResult if minimum else MaxResult)(x, autograd._wrap(get_array_module(x.data).zeros((), "int64"), x.device))
+    d = dim_index(d, x.ndim)
+    if x.shape[d] == 0:
+        raise IndexError(f"{'min' if minimum else 'max'}(): Expected reduction dim {d} to have non-zero size.")
+    indices = (x.data.argmin if minimum else x.data.argmax)(axis=d, keepdims=True)
+    values = TakeAlong.apply(x, indices=indices, axis=d, keepdims=keepdims)
+    return (MinResult if minimum else MaxResult)(values, autograd._wrap(indices if keepdims else indices.squeeze(d), x.device))
+
+
 def max(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    return Max.apply(x, **_reduction(x, axis, dim, keepdims, keepdim), minimum=False)
+    return _max_min(x, axis, keepdims, dim, keepdim, minimum=False)
 
 
 def min(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    return Max.apply(x, **_reduction(x, axis, dim, keepdims, keepdim), minimum=True)
+    return _max_min(x, axis, keepdims, dim, keepdim, minimum=True)
 
 
 class LogSoftmax(Function):
