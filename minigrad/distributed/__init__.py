@@ -67,6 +67,13 @@ from .comm import (Communicator, DistributedError, DistributedTimeoutError, Loca
                    launcher_world_size)
 from .parallel import DistributedDataParallel
 from .sampler import DistributedSampler
+from .mesh import DeviceMesh, init_device_mesh
+from .pipeline import PipelineStage, Schedule1F1B, ScheduleGPipe, split_sequential
+from .schedule import ScheduleError
+from .tensor_parallel import (ColumnParallelLinear, RowParallelLinear, copy_to_tensor_parallel,
+                              gather_from_tensor_parallel, reduce_from_tensor_parallel,
+                              scatter_to_tensor_parallel)
+
 __all__ = [
     "init_process_group", "destroy_process_group", "is_initialized", "get_rank", "get_world_size",
     "get_local_rank", "get_device", "is_main_process", "all_reduce", "broadcast", "barrier",
@@ -75,6 +82,12 @@ __all__ = [
     "LocalCommunicator", "MPICommunicator", "NCCLCommunicator", "ProcessGroup", "Work",
     "default_timeout", "launcher_world_size",
 ]
+__all__ += [   # tensor and pipeline parallelism
+    "DeviceMesh", "init_device_mesh", "ColumnParallelLinear", "RowParallelLinear", "copy_to_tensor_parallel",
+    "reduce_from_tensor_parallel", "gather_from_tensor_parallel", "scatter_to_tensor_parallel",
+    "split_sequential", "PipelineStage", "ScheduleGPipe", "Schedule1F1B", "ScheduleError",
+]
+
 _group: ProcessGroup | None = None
 _previous_excepthook = None
 

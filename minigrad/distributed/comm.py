@@ -110,6 +110,24 @@ class Work:
         return self.array
 
 
+class P2POp:
+    """One point-to-point transfer for :meth:`Communicator.exchange`: ``op`` is "send" or "recv",
+    ``array`` the data (a recv fills it in place), ``peer`` the other rank in this communicator,
+    ``tag`` tells transfers between the same two ranks apart (MPI; NCCL matches them in order),
+    and ``what`` names the transfer in a timeout's message."""
+
+    __slots__ = ("op", "array", "peer", "tag", "what")
+
+    def __init__(self, op, array, peer, tag=0, what=""):
+        if op not in ("send", "recv"):
+            raise ValueError(f"P2POp: op must be 'send' or 'recv', got {op!r}")
+        self.op, self.array, self.peer, self.tag = op, array, peer, tag
+        self.what = what or f"{op} of {array.dtype} {tuple(array.shape)} {'to' if op == 'send' else 'from'} rank {peer}"
+
+    def __repr__(self):
+        return f"P2POp({self.what})"
+
+
 class Communicator:
     """Base class: rank, world_size, local_rank and in-place collectives on raw arrays."""
 
@@ -147,6 +165,26 @@ class Communicator:
     def leave(self):
         """This rank is done with the job: wait until every rank has left (see MPICommunicator)."""
 
+    # -- sub-groups, gathers and point-to-point (tensor and pipeline parallelism) ---------------
+    def split(self, color, key=0) -> "Communicator":
+        """A new communicator over the ranks that pass the same ``color``, ordered by ``key``
+        (MPI_Comm_split). Every rank of this communicator must call it."""
+        raise NotImplementedError  # abstract: each subclass defines it
+
+    def all_gather(self, array):
+        """Every rank's ``array`` (same shape and dtype on all), stacked: shape (world_size, *shape)."""
+        raise NotImplementedError  # abstract: each subclass defines it
+
+    def exchange_async(self, ops) -> Work:
+        """Post every :class:`P2POp` in ``ops`` at once (so no order of sends and receives
+        between two ranks can deadlock); ``wait()`` waits for all of them."""
+        raise NotImplementedError  # abstract: each subclass defines it
+
+    def exchange(self, ops):
+        """Post the sends and receives of ``ops`` together and wait for all of them. A wait longer
+        than ``MINIGRAD_DIST_TIMEOUT`` raises DistributedTimeoutError naming the pending transfers."""
+        self.exchange_async(ops).wait()
+
     def close(self):
         pass
 
@@ -172,6 +210,17 @@ class LocalCommunicator(Communicator):
 
     def barrier(self):
         pass
+
+    def split(self, color, key=0):
+        return LocalCommunicator(self.timeout)
+
+    def all_gather(self, array):
+        return array[None].copy()
+
+    def exchange_async(self, ops):
+        if ops:
+            raise ValueError(f"a world of one has no peers to exchange with: {list(ops)}")
+        return Work(None)
 
 
 def _mpi():
@@ -276,6 +325,47 @@ class MPICommunicator(Communicator):
         self._wait(self.comm.Ibarrier(), "all_gather_object (barrier)", self._seq)
         return self.comm.allgather(obj)
 
+    def split(self, color, key=0):
+        self._wait(self.comm.Ibarrier(), "split (barrier)")     # a missing rank times out here
+        return MPICommunicator(self.comm.Split(color, key), self.timeout)
+
+    def all_gather(self, array):
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"MPI all_gather needs a NumPy array, got {type(array).__name__}")
+        out = np.empty((self.world_size,) + array.shape, array.dtype)
+        buf = np.ascontiguousarray(array)
+        wire = (lambda a: a.view(np.uint8)) if array.dtype == np.bool_ else (lambda a: a)
+        self._wait(self.comm.Iallgather(wire(buf), wire(out)), f"all_gather of {array.dtype} {array.shape}")
+        return out
+
+    def exchange_async(self, ops):
+        requests = []
+        for op in ops:
+            a = op.array
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"MPI {op.what} needs a NumPy array, got {type(a).__name__}")
+            if op.op == "recv" and not a.flags.c_contiguous:
+                raise ValueError(f"MPI {op.what}: the receive buffer must be C-contiguous")
+            wire = np.ascontiguousarray(a)
+            wire = wire.view(np.uint8) if wire.dtype == np.bool_ else wire
+            post = self.comm.Isend if op.op == "send" else self.comm.Irecv
+            requests.append(post(wire, op.peer, op.tag))
+
+        def finish():
+            try:
+                self._wait(_AllOf(self.MPI, requests), "exchange")
+            except DistributedTimeoutError:
+                pending = [op.what for op, r in zip(ops, requests) if not r.Test()]
+                for op, r in zip(ops, requests):
+                    if op.op == "recv" and r != self.MPI.REQUEST_NULL:
+                        r.Cancel()      # a late message must not land in a later receive
+                raise DistributedTimeoutError(
+                    f"rank {self.rank}/{self.world_size}: still waiting after {self.timeout:g} s "
+                    f"(MINIGRAD_DIST_TIMEOUT) for: {'; '.join(pending)}. That peer is stuck, has "
+                    f"died, or runs another schedule") from None
+
+        return Work(None, finish)
+
     def barrier(self):
         self._seq += 1
         self._wait(self.comm.Ibarrier(), "barrier", self._seq)
@@ -328,6 +418,19 @@ class MPICommunicator(Communicator):
         if self._control is not None:
             self._control.Free()
             self._control = None
+
+
+class _AllOf:
+    """Several MPI requests waited on as one (for MPICommunicator._wait)."""
+
+    def __init__(self, MPI, requests):
+        self.MPI, self.requests = MPI, requests
+
+    def Test(self):
+        return self.MPI.Request.Testall(self.requests)
+
+    def Wait(self):
+        self.MPI.Request.Waitall(self.requests)
 
 
 _NCCL_DTYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64",
@@ -454,6 +557,43 @@ class NCCLCommunicator(Communicator):
             return [obj]
         return self.bootstrap.all_gather_object(obj)
 
+    def all_gather(self, array):
+        self._check(array, "all_gather")
+        dtype = self._dtype(array)
+        with self.device:
+            out = self.cp.empty((self.world_size,) + array.shape, array.dtype)
+
+        def call(buf, stream):
+            self.comm.allGather(buf.data.ptr, out.data.ptr, buf.size, dtype, stream)
+
+        self._launch(array, f"all_gather of {array.dtype} {array.shape}", call).wait()
+        return out
+
+    def exchange_async(self, ops):
+        ops = list(ops)
+        for op in ops:
+            self._check(op.array, op.what)
+            if op.op == "recv" and not op.array.flags.c_contiguous:
+                raise ValueError(f"NCCL {op.what}: the receive buffer must be C-contiguous")
+        bufs = [op.array if op.array.flags.c_contiguous else self.cp.ascontiguousarray(op.array) for op in ops]
+        self.stream.wait_event(self.cp.cuda.get_current_stream().record())
+        # One NCCL group: all sends and receives progress together, in any order between peers.
+        self.nccl.groupStart()
+        try:
+            for op, buf in zip(ops, bufs):
+                move = self.comm.send if op.op == "send" else self.comm.recv
+                move(buf.data.ptr, buf.size, self._dtype(buf), op.peer, self.stream.ptr)
+        finally:
+            self.nccl.groupEnd()
+        done = self.stream.record()
+
+        def finish():
+            if self.timeout != float("inf"):
+                self._wait_event(done, "; ".join(op.what for op in ops))
+            self.cp.cuda.get_current_stream().wait_event(done)
+
+        return Work(None, finish)
+
     def barrier(self):
         if self.bootstrap is not None:
             self.bootstrap.barrier()
@@ -507,6 +647,27 @@ class ProcessGroup(Communicator):
 
     def all_gather_object(self, obj):
         return self.host.all_gather_object(obj)
+
+    def split(self, color, key=0):
+        """A ProcessGroup over the ranks with this ``color`` (ordered by ``key``), with its own
+        NCCL communicator when this group has one."""
+        host = self.host.split(color, key)
+        nccl = None
+        if self.nccl is not None:
+            nccl = NCCLCommunicator(None if isinstance(host, LocalCommunicator) else host, self.timeout)
+        return ProcessGroup(host, nccl)
+
+    def all_gather(self, array):
+        return self._for(array).all_gather(array)
+
+    def exchange_async(self, ops):
+        """NumPy arrays travel over MPI, CuPy arrays over NCCL; both kinds are posted before either waits."""
+        host_ops = [op for op in ops if isinstance(op.array, np.ndarray)]
+        device_ops = [op for op in ops if not isinstance(op.array, np.ndarray)]
+        works = [self.host.exchange_async(host_ops)] if host_ops else []
+        if device_ops:
+            works.append(self._for(device_ops[0].array).exchange_async(device_ops))
+        return Work(None, lambda: [w.wait() for w in works])
 
     def barrier(self):
         (self.nccl or self.host).barrier()

@@ -1,0 +1,317 @@
+"""Run under `mpiexec -n 2` or `-n 4`: tensor and pipeline parallelism against one process.
+
+Every configuration trains the same MLP for 10 steps of SGD with momentum and 10 of Adam
+(float64) and compares this rank's parameters (whole, or its tensor-parallel shard) with one
+process trained on the same batches. Rank 0 writes {check: "ok" | error} to argv[1].
+"""
+import traceback
+from collections import OrderedDict
+
+import numpy as np
+from _common import make_model, mg, mse, write_result
+
+import minigrad.distributed as dist
+
+STEPS, BATCH, TOL = 10, 16, 1e-10
+SIZES = (6, 8, 6, 4)                   # Linear, Tanh, Linear, Tanh, Linear: 5 modules
+DEEP = (6, 8, 8, 6, 6, 4)              # 9 modules, for 4 stages and uneven splits
+
+dist.init_process_group()
+world = dist.get_process_group()
+rank, size = world.rank, world.world_size
+rng = np.random.default_rng(0)
+X = rng.normal(size=(STEPS, BATCH, SIZES[0]))
+Y = rng.normal(size=(STEPS, BATCH, SIZES[-1]))
+results = {}
+OPTIMIZERS = {"sgd": lambda ps: mg.optim.SGD(ps, lr=0.1, momentum=0.9),
+              "adam": lambda ps: mg.optim.Adam(ps, lr=0.01)}
+
+
+def check(fn):
+    """Run one check on every rank; "ok" once every rank passed. A failure aborts the job."""
+    try:
+        fn()
+    except Exception:
+        results[fn.__name__] = f"rank {rank}: " + traceback.format_exc()
+        write_result(results)
+        raise
+    if all(world.all_gather_object(True)):
+        results[fn.__name__] = "ok"
+        write_result(results)
+    return fn
+
+
+_refs = {}
+
+
+def reference(sizes, opt):
+    """One process, the full batch of every step: {parameter name: array}."""
+    if (sizes, opt) not in _refs:
+        model = make_model(sizes, seed=1)
+        o = OPTIMIZERS[opt](model.parameters())
+        for s in range(STEPS):
+            o.zero_grad()
+            mse(model(mg.tensor(X[s])), mg.tensor(Y[s])).backward()
+            o.step()
+        _refs[sizes, opt] = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    return _refs[sizes, opt]
+
+
+def tensor_parallel(model, plan, group):
+    """model's modules, those named in plan replaced by their tensor-parallel slice:
+    plan[i] = ("col", gather_output) or ("row", input_is_parallel)."""
+    mods = OrderedDict()
+    for name, m in model._modules.items():
+        kind = plan.get(int(name))
+        if kind is None:
+            mods[name] = m
+        elif kind[0] == "col":
+            mods[name] = dist.ColumnParallelLinear.from_linear(m, group=group, gather_output=kind[1])
+        else:
+            mods[name] = dist.RowParallelLinear.from_linear(m, group=group, input_is_parallel=kind[1])
+    return mg.nn.Sequential(mods)
+
+
+def expected_slice(module, name, ref):
+    """The part of the reference parameter `name` that this rank holds in `module`."""
+    full = ref[name]
+    layer = dict(module.named_modules())[name.rsplit(".", 1)[0]]
+    if isinstance(layer, dist.ColumnParallelLinear):
+        k, r = layer.group.world_size, layer.group.rank
+        n = full.shape[0] // k
+        return full[r * n:(r + 1) * n]
+    if isinstance(layer, dist.RowParallelLinear) and name.endswith("weight"):
+        k, r = layer.group.world_size, layer.group.rank
+        n = full.shape[1] // k
+        return full[:, r * n:(r + 1) * n]
+    return full
+
+
+def assert_matches(module, sizes, opt):
+    ref = reference(sizes, opt)
+    for name, p in module.named_parameters():
+        want = expected_slice(module, name, ref)
+        assert p.shape == want.shape, (name, p.shape, want.shape)
+        rel = np.max(np.abs(p.numpy() - want)) / np.max(np.abs(want))
+        assert rel <= TOL, f"{opt}: {name} differs from one process by {rel:.3g} (relative)"
+
+
+def train_pipeline(sizes, opt, schedule, m, pp_group, stage_index, num_stages, balance=None,
+                   tp=None, dp=None):
+    """This rank's stage of `sizes`' MLP, trained for STEPS steps; returns (stage module, sched)."""
+    model = make_model(sizes, seed=1)
+    if tp is not None:
+        model = tensor_parallel(model, *tp)
+    piece = dist.split_sequential(model, num_stages, balance)[stage_index]
+    module = piece if dp is None else dist.DistributedDataParallel(piece, group=dp)
+    stage = dist.PipelineStage(module, stage_index, num_stages, group=pp_group)
+    sched = schedule(stage, m, loss_fn=mse)
+    params = list(piece.parameters())       # a stage of only Tanh (SIZES on 4 stages) has none
+    o = OPTIMIZERS[opt](params) if params else None
+    lo, hi = (0, BATCH) if dp is None else (dp.rank * BATCH // dp.world_size, (dp.rank + 1) * BATCH // dp.world_size)
+    for s in range(STEPS):
+        if o is not None:
+            o.zero_grad()
+        x, y = mg.tensor(X[s, lo:hi]), mg.tensor(Y[s, lo:hi])
+        if stage.is_first and stage.is_last:
+            sched.step(x, target=y)
+        elif stage.is_first:
+            sched.step(x)
+        elif stage.is_last:
+            losses = []
+            sched.step(target=y, losses=losses)
+            assert len(losses) == m and all(v.shape == () for v in losses)
+        else:
+            sched.step()
+        if o is not None:
+            o.step()
+    return piece, sched
+
+
+def pipeline_case(sizes, schedule, m, balance=None, num_stages=None):
+    num_stages = num_stages or size
+    for opt in OPTIMIZERS:
+        piece, sched = train_pipeline(sizes, opt, schedule, m, world, rank, num_stages, balance)
+        assert_matches(piece, sizes, opt)
+    return sched
+
+
+# --- checks for any world size ---------------------------------------------------------------
+
+@check
+def gpipe_matches_single_process():
+    pipeline_case(SIZES, dist.ScheduleGPipe, 4)
+
+
+@check
+def one_f_one_b_matches_single_process():
+    sched = pipeline_case(SIZES, dist.Schedule1F1B, 8)
+    assert sched.stats["peak_in_flight"] <= size - rank, sched.stats
+
+
+@check
+def one_microbatch():
+    for schedule in (dist.ScheduleGPipe, dist.Schedule1F1B):
+        pipeline_case(SIZES, schedule, 1)
+
+
+@check
+def two_microbatches():
+    for schedule in (dist.ScheduleGPipe, dist.Schedule1F1B):
+        pipeline_case(SIZES, schedule, 2)
+
+
+@check
+def uneven_stages():
+    """9 modules on `size` stages: the default split (earlier stages take the extra ones) and an
+    explicit, lopsided balance; no module is dropped."""
+    pipeline_case(DEEP, dist.Schedule1F1B, 4)
+    balance = [1] * (size - 1) + [9 - (size - 1)]
+    pipeline_case(DEEP, dist.ScheduleGPipe, 4, balance=balance)
+
+
+@check
+def bad_batches_are_reported():
+    piece = dist.split_sequential(make_model(SIZES, seed=1), size)[rank]
+    stage = dist.PipelineStage(piece, rank, size, group=world)
+    sched = dist.Schedule1F1B(stage, 3, loss_fn=mse)
+    if stage.is_first or stage.is_last:     # both check the batch before any communication
+        try:
+            sched.step(mg.tensor(X[0])) if stage.is_first else sched.step(target=mg.tensor(Y[0]))
+        except ValueError as e:
+            assert "does not split into 3 equal micro-batches" in str(e), e
+        else:
+            raise AssertionError("a batch of 16 in 3 micro-batches was accepted")
+    try:
+        dist.PipelineStage(piece, (rank + 1) % size, size, group=world)
+    except ValueError as e:
+        assert "stage_index" in str(e), e
+    else:
+        raise AssertionError("a stage index that is not this rank's place was accepted")
+
+
+@check
+def a_missing_peer_times_out_naming_stage_microbatch_and_peer():
+    group = world.split(0, rank)            # a fresh group: nothing stale can match later
+    group.timeout = group.host.timeout = 1.0
+    piece = dist.split_sequential(make_model(SIZES, seed=1), size)[rank]
+    stage = dist.PipelineStage(piece, rank, size, group=group)
+    sched = dist.ScheduleGPipe(stage, 2, loss_fn=mse)
+    if stage.is_last:                       # the other stages never call step()
+        try:
+            sched.step(target=mg.tensor(Y[0]))
+        except dist.DistributedTimeoutError as e:
+            want = (f"stage {size - 1} receiving the activation of micro-batch 0 from stage {size - 2} "
+                    f"(rank {size - 2})")
+            assert want in str(e) and "MINIGRAD_DIST_TIMEOUT" in str(e), str(e)
+        else:
+            raise AssertionError("step() returned without its input")
+    world.barrier()
+
+
+# --- two ranks ----------------------------------------------------------------------------------
+
+if size == 2:
+    @check
+    def f_and_g_operators_are_exact():
+        """f: identity forward, sum of gradients backward; g: sum forward, identity backward;
+        gather and scatter along the last axis; compared exactly with NumPy on gathered values."""
+        r = np.random.default_rng(10 + rank)
+        xs = world.all_gather_object(r.normal(size=(3, 4)))
+        gs = world.all_gather_object(r.normal(size=(3, 4)))
+        x = mg.tensor(xs[rank], requires_grad=True)
+        y = dist.copy_to_tensor_parallel(x, world)
+        assert np.array_equal(y.numpy(), xs[rank])
+        y.backward(mg.tensor(gs[rank]))
+        assert np.array_equal(x.grad.numpy(), gs[0] + gs[1])
+
+        x = mg.tensor(xs[rank], requires_grad=True)
+        y = dist.reduce_from_tensor_parallel(x, world)
+        assert np.array_equal(y.numpy(), xs[0] + xs[1]) and np.array_equal(x.numpy(), xs[rank])
+        y.backward(mg.tensor(gs[rank]))
+        assert np.array_equal(x.grad.numpy(), gs[rank])
+
+        x = mg.tensor(xs[rank], requires_grad=True)
+        y = dist.gather_from_tensor_parallel(x, world)
+        assert np.array_equal(y.numpy(), np.concatenate(xs, axis=-1))
+        g = np.concatenate(gs, axis=-1)
+        y.backward(mg.tensor(g))
+        assert np.array_equal(x.grad.numpy(), g[:, rank * 4:(rank + 1) * 4])
+
+        full = xs[0]                            # the same full input on both ranks
+        x = mg.tensor(full, requires_grad=True)
+        y = dist.scatter_to_tensor_parallel(x, world)
+        assert np.array_equal(y.numpy(), full[:, rank * 2:(rank + 1) * 2])
+        y.backward(mg.tensor(gs[rank][:, :2]))
+        assert np.array_equal(x.grad.numpy(), np.concatenate([gs[0][:, :2], gs[1][:, :2]], axis=-1))
+
+        try:
+            dist.ColumnParallelLinear(4, 5, group=world)
+        except ValueError as e:
+            assert "out_features (5) must be divisible" in str(e), e
+        else:
+            raise AssertionError("ColumnParallelLinear(4, 5) on 2 ranks was accepted")
+        try:
+            dist.RowParallelLinear(3, 4, group=world)
+        except ValueError as e:
+            assert "in_features (3) must be divisible" in str(e), e
+        else:
+            raise AssertionError("RowParallelLinear(3, 4) on 2 ranks was accepted")
+
+    @check
+    def tensor_parallel_layers_hold_their_slice():
+        mg.manual_seed(3)
+        full = mg.nn.Linear(6, 8, activation="tanh").double()
+        mg.manual_seed(3)
+        col = dist.ColumnParallelLinear(6, 8, activation="tanh", group=world).double()
+        assert col.weight.shape == (4, 6) and col.bias.shape == (4,)
+        assert np.array_equal(col.weight.numpy(), full.weight.numpy()[rank * 4:(rank + 1) * 4])
+        row = dist.RowParallelLinear.from_linear(mg.nn.Linear(8, 3).double(), group=world)
+        assert row.weight.shape == (3, 4) and row.bias.shape == (3,)
+
+    @check
+    def tensor_parallel_matches_single_process():
+        for plan in ({0: ("col", False), 2: ("row", True), 4: ("col", True)},
+                     {0: ("row", False), 2: ("col", True), 4: ("row", False)}):
+            for opt in OPTIMIZERS:
+                model = tensor_parallel(make_model(SIZES, seed=1), plan, world)
+                o = OPTIMIZERS[opt](model.parameters())
+                for s in range(STEPS):
+                    o.zero_grad()
+                    mse(model(mg.tensor(X[s])), mg.tensor(Y[s])).backward()
+                    o.step()
+                assert_matches(model, SIZES, opt)
+
+
+# --- four ranks -------------------------------------------------------------------------------
+
+if size == 4:
+    @check
+    def data_parallel_times_pipeline():
+        mesh = dist.init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "pp"))
+        assert mesh.get_local_rank("dp") == rank // 2 and mesh.get_local_rank("pp") == rank % 2
+        pp, dp = mesh.get_group("pp"), mesh.get_group("dp")
+        assert (pp.world_size, dp.world_size, pp.rank, dp.rank) == (2, 2, rank % 2, rank // 2)
+        for schedule in (dist.ScheduleGPipe, dist.Schedule1F1B):
+            for opt in OPTIMIZERS:
+                piece, _ = train_pipeline(SIZES, opt, schedule, 2, pp, pp.rank, 2, dp=dp)
+                assert_matches(piece, SIZES, opt)
+
+    @check
+    def pipeline_times_tensor_parallel():
+        mesh = dist.init_device_mesh("cpu", (2, 2), mesh_dim_names=("pp", "tp"))
+        pp, tp = mesh.get_group("pp"), mesh.get_group("tp")
+        plan = ({0: ("col", False), 2: ("row", True), 4: ("col", True)}, tp)
+        for schedule in (dist.ScheduleGPipe, dist.Schedule1F1B):
+            for opt in OPTIMIZERS:
+                # stage 0: [Column, Tanh] sends its tensor-parallel slice to stage 1's [Row, Tanh, Column]
+                piece, _ = train_pipeline(SIZES, opt, schedule, 4, pp, pp.rank, 2, balance=[2, 3], tp=plan)
+                assert_matches(piece, SIZES, opt)
+
+    @check
+    def four_stages_eight_microbatches_hold_at_most_p():
+        for schedule, bound in ((dist.ScheduleGPipe, 8), (dist.Schedule1F1B, 4 - rank)):
+            sched = pipeline_case(DEEP, schedule, 8)
+            assert sched.stats["peak_in_flight"] == bound, (schedule.__name__, sched.stats)
+
+dist.destroy_process_group()
