@@ -25,10 +25,28 @@ from .backend import get_array_module, to_device
 from .tensor import Tensor, _wrap
 
 _METRICS = {"accuracy": "accuracy", "acc": "accuracy"}
+# Keras' loss names (and minigrad's functional ones). The categorical losses take logits, as
+# cross_entropy does; "binary_crossentropy" takes probabilities, as BCELoss does.
 _LOSS_NAMES = {
-    "cross_entropy": "CrossEntropyLoss", "categorical_crossentropy": "CrossEntropyLoss",
-    "sparse_categorical_crossentropy": "CrossEntropyLoss", "mse": "MSELoss", "mean_squared_error": "MSELoss",
-    "binary_crossentropy": "BCELoss", "bce": "BCELoss", "bce_with_logits": "BCEWithLogitsLoss",
+    "sparse_categorical_crossentropy": "CrossEntropyLoss", "categorical_crossentropy": "CrossEntropyLoss",
+    "cross_entropy": "CrossEntropyLoss", "binary_crossentropy": "BCELoss", "bce": "BCELoss",
+    "bce_with_logits": "BCEWithLogitsLoss", "mse": "MSELoss", "mean_squared_error": "MSELoss",
+}
+# Keras' optimizer names, built with Keras' defaults: name -> (mg.optim class, keyword arguments)
+_OPTIMIZER_NAMES = {
+    "adam": ("Adam", {"lr": 1e-3, "eps": 1e-7}),
+    "adamw": ("AdamW", {"lr": 1e-3, "weight_decay": 0.004, "eps": 1e-7}),
+    "rmsprop": ("RMSprop", {"lr": 1e-3, "alpha": 0.9, "eps": 1e-7}),
+    "sgd": ("SGD", {"lr": 0.01}),
+}
+# What each known loss (module class or function name) takes: "logits", "probabilities" or "values"
+# (regression). Accuracy is a metric of the first two only.
+_LOSS_INPUTS = {
+    "CrossEntropyLoss": "logits", "cross_entropy": "logits", "BCEWithLogitsLoss": "logits",
+    "binary_cross_entropy_with_logits": "logits", "NLLLoss": "log_probabilities", "nll_loss": "log_probabilities",
+    "BCELoss": "probabilities", "binary_cross_entropy": "probabilities",
+    "MSELoss": "values", "mse_loss": "values", "L1Loss": "values", "l1_loss": "values", "HuberLoss": "values",
+    "huber_loss": "values", "SmoothL1Loss": "values", "smooth_l1_loss": "values",
 }
 _PROGRESS_INTERVAL = 0.5      # seconds between running-metric refreshes of the progress bar
 
@@ -53,9 +71,68 @@ def _resolve_loss(loss):
     return loss
 
 
-def _is_logits_loss(loss):
-    name = type(loss).__name__ if not hasattr(loss, "__name__") else loss.__name__
-    return "logits" in name.lower()
+def optimizer_names():
+    """The optimizer names Trainer accepts (those whose class this minigrad has)."""
+    from . import optim
+    return sorted(n for n, (cls, _) in _OPTIMIZER_NAMES.items() if hasattr(optim, cls))
+
+
+def _resolve_optimizer(optimizer, model):
+    if isinstance(optimizer, str):
+        from . import optim
+        if optimizer.lower() not in optimizer_names():
+            raise ValueError(f"unknown optimizer {optimizer!r}; use an optimizer such as "
+                             f"mg.optim.Adam(model.parameters()) or one of {optimizer_names()}")
+        cls, kwargs = _OPTIMIZER_NAMES[optimizer.lower()]
+        return getattr(optim, cls)(model.parameters(), **kwargs)
+    if isinstance(optimizer, type) or not (hasattr(optimizer, "step") and hasattr(optimizer, "zero_grad")):
+        raise TypeError(f"optimizer must be an optimizer (e.g. mg.optim.Adam(model.parameters())) or one of "
+                        f"{optimizer_names()}, found {type(optimizer).__name__}")
+    return optimizer
+
+
+def _loss_inputs(loss):
+    """What ``loss`` takes ("logits", "probabilities", "log_probabilities", "values"), None if unknown."""
+    return _LOSS_INPUTS.get(getattr(loss, "__name__", type(loss).__name__))
+
+
+def _output_layer(model):
+    """The module that produces the model's output, as far as it can be told (a Sequential's last)."""
+    from .nn import Sequential
+    while isinstance(model, Sequential) and len(model):
+        model = model[-1]
+    return model
+
+
+def _warn_squashed_logits(model, loss):
+    """One warning when the model's output goes through softmax / sigmoid into a loss that applies it."""
+    if _loss_inputs(loss) != "logits":
+        return
+    last = _output_layer(model)
+    squash = type(last).__name__ if type(last).__name__ in ("Softmax", "Sigmoid") else None
+    if squash is None and getattr(last, "activation", None) == "sigmoid":
+        squash = 'Linear(..., activation="sigmoid")'
+    if squash is None:
+        return
+    name = getattr(loss, "__name__", type(loss).__name__)
+    fix = f"remove the final {squash}"
+    if "igmoid" in squash and "with_logits" in name.lower().replace("withlogits", "with_logits"):
+        fix += ', or keep it and use the loss "binary_crossentropy" (BCELoss), which takes probabilities'
+    elif squash == "Softmax":
+        fix += "; apply softmax to predict()'s outputs when you need probabilities"
+    import warnings
+    warnings.warn(f"the model ends in {squash}, but {name} takes logits (it applies the softmax or sigmoid "
+                  f"itself, so training would see it twice): {fix}", UserWarning, stacklevel=3)
+
+
+class History(dict):
+    """fit's history: a dict of per-epoch lists ("loss", "accuracy", "val_loss", ...) that also answers
+    Keras' ``history.history["loss"]`` and ``history.epoch``."""
+
+    @property
+    def history(self):
+        return self
+
 
 
 def _world():
@@ -74,34 +151,121 @@ def _sums_to_metrics(loss_sum, correct, count, with_acc, prefix=""):
     return out
 
 
+def _split_last(x, y, fraction):
+    """(x_train, y_train, (x_val, y_val)): the last ``fraction`` of the samples held out, as Keras."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation_split must be a fraction between 0 and 1, found {fraction!r}")
+    n = len(x)
+    at = math.floor(n * (1 - fraction))
+    if at in (0, n):
+        raise ValueError(f"validation_split={fraction} of {n} samples leaves {at} for training and {n - at} for "
+                         "validation; both need at least one (more data or another fraction)")
+    return x[:at], y[:at], (x[at:], y[at:])
+
+
+def _compact(logs):
+    """loss=0.1234 acc=0.9876 val_loss=0.1234 val_acc=0.9876: an epoch's metrics in 53 characters."""
+    return " ".join(f"{k.replace('accuracy', 'acc')}={v:.4f}" for k, v in logs.items())
+
+
+def _interactive(stream):
+    """True for a terminal or a notebook (where progress bars redraw), False for a pipe or a file."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) or type(stream).__module__.startswith("ipykernel")
+
+
+class _Progress:
+    """One epoch's progress. verbose=1: in a terminal a tqdm bar on stderr whose last frame is the
+    epoch's time and metrics without the bar (so that loss, accuracy, val_loss and val_accuracy fit
+    in 80 columns); on a pipe or in a file one plain line per epoch instead of carriage-return frames.
+    verbose=2: one plain line per epoch on stdout. verbose=0: nothing."""
+
+    _RUNNING = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}"
+
+    def __init__(self, epoch, epochs, batches, verbose):
+        self.desc, self.verbose, self.start = f"Epoch {epoch + 1}/{epochs}", verbose, time.perf_counter()
+        self.file = sys.stderr if verbose == 1 else sys.stdout
+        self.bar = None
+        if verbose == 1 and _interactive(self.file):
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=batches, desc=self.desc, unit="batch", leave=True, dynamic_ncols=True,
+                            file=self.file, bar_format=self._RUNNING)
+        self.live = self.bar is not None
+
+    def update(self, done, logs):
+        self.bar.set_postfix_str(_compact(logs), refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def end(self, logs):
+        if self.bar is not None:
+            self.bar.bar_format = f"{{desc}} [{{elapsed}}] {_compact(logs)}"
+            self.bar.refresh()
+        elif self.verbose:
+            line = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+            print(f"{self.desc} - {time.perf_counter() - self.start:.2f}s - {line}", file=self.file, flush=True)
+
+    def write(self, message):
+        if self.bar is not None:
+            self.bar.write(message, file=self.file)
+        elif self.verbose:
+            print(message, file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
 class Trainer:
     """fit / evaluate / predict for ``model`` with ``optimizer`` and ``loss``.
 
+    optimizer: an optimizer over the model's parameters, or a Keras name built with Keras' defaults
+        ("adam": Adam(lr=1e-3, eps=1e-7), "sgd": SGD(lr=0.01), "rmsprop": RMSprop(lr=1e-3,
+        alpha=0.9, eps=1e-7), "adamw": AdamW(lr=1e-3, weight_decay=0.004, eps=1e-7)).
     loss: a loss module or function called as loss(outputs, targets) returning the batch *mean*
-        (mg.nn.CrossEntropyLoss(), ...), or a name such as "cross_entropy" or "mse".
-    metrics: ("accuracy",) or (). Accuracy is argmax agreement for (N, C) outputs (targets as
+        (mg.nn.CrossEntropyLoss(), ...), or a name: Keras' "sparse_categorical_crossentropy" and
+        "categorical_crossentropy" (both CrossEntropyLoss: they take logits), "binary_crossentropy"
+        (BCELoss: probabilities), "mse", or "cross_entropy", "bce_with_logits". A model ending in
+        Softmax or Sigmoid given a loss that takes logits gets a warning saying what to change.
+    metrics: "auto" (accuracy for classification losses, nothing for regression or unknown ones),
+        ("accuracy",) or (). Accuracy is argmax agreement for (N, C) outputs (targets as
         class indices or one-hot/probabilities) and thresholded agreement for one output per
         sample (0.5 on probabilities, 0 on logits when the loss is BCEWithLogits).
     device: "cpu", "cuda[:N]", "auto" or None (keep the model where it is); the model is moved
         there, and data are moved there once per fit.
     """
 
-    def __init__(self, model, optimizer, loss, metrics=("accuracy",), device=None):
+    def __init__(self, model, optimizer, loss, metrics="auto", device=None):
         self._ddp = None
         if type(model).__name__ == "DistributedDataParallel" and hasattr(model, "module"):
             self._ddp, model = model, model.module        # already wrapped by the caller: use that wrapper
-        self.model, self.optimizer = model, optimizer
+        if device is not None:
+            model.to(resolve_device(device))
+        self.model = model
         self.loss = _resolve_loss(loss)
+        self.optimizer = _resolve_optimizer(optimizer, model)
+        self.metrics = self._resolve_metrics(metrics)
+        inputs = _loss_inputs(self.loss)
+        self._logits = inputs == "logits" if inputs else "logits" in getattr(
+            self.loss, "__name__", type(self.loss).__name__).lower()
+        _warn_squashed_logits(model, self.loss)
+        self.history = History()
+        self.epoch = 0
+        self.stop_training = False
+
+    def _resolve_metrics(self, metrics):
+        inputs = _loss_inputs(self.loss)
+        if isinstance(metrics, str) and metrics == "auto":
+            return ("accuracy",) if inputs in ("logits", "probabilities", "log_probabilities") else ()
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
         unknown = [m for m in metrics if m not in _METRICS]
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; supported: {sorted(set(_METRICS))}")
-        self.metrics = tuple(dict.fromkeys(_METRICS[m] for m in metrics))
-        self._logits = _is_logits_loss(self.loss)
-        if device is not None:
-            model.to(resolve_device(device))
-        self.history = {}
-        self.epoch = 0
+        metrics = tuple(dict.fromkeys(_METRICS[m] for m in metrics))
+        if "accuracy" in metrics and inputs == "values":
+            name = getattr(self.loss, "__name__", type(self.loss).__name__)
+            raise ValueError(f"accuracy is a classification metric, but {name} is a regression "
+                             "loss; leave metrics at 'auto' or pass metrics=()")
+        return metrics
 
     # --- the model's device and dtype ----------------------------------------------------------
     def _first_param(self):
@@ -160,12 +324,16 @@ class Trainer:
     # --- fit -----------------------------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, shuffle=True,
             scheduler=None, scheduler_step="auto", initial_epoch=0, checkpoint=None, checkpoint_extra=None,
-            validation_batch_size=None):
-        """Train for epochs ``initial_epoch .. epochs - 1`` (Keras' meaning); returns the history dict.
+            validation_batch_size=None, validation_split=0.0, callbacks=None):
+        """Train for epochs ``initial_epoch .. epochs - 1`` (Keras' meaning); returns the history.
 
         x: (N, ...) features (Tensor, NumPy/CuPy array); cast to the model's dtype. y: (N,) class
         indices or (N, ...) targets. validation_data: (x_val, y_val), evaluated after each epoch.
-        verbose: 1 a progress bar per epoch, 2 one line per epoch, 0 silent.
+        validation_split: a fraction; the *last* floor(N * (1 - fraction)):N samples, taken before
+        any shuffling, are held out for validation, as Keras does (validation_data, when given,
+        takes precedence, as in Keras).
+        verbose: 1 progress per epoch (a tqdm bar in a terminal; one plain line per epoch when
+        stderr is a pipe or a file), 2 one line per epoch on stdout, 0 silent.
         shuffle: a new order each epoch, drawn from minigrad's generator (so mg.manual_seed makes
         it reproducible and checkpoints resume it).
         scheduler: an lr scheduler stepped after every batch (scheduler_step="batch") or epoch
@@ -174,8 +342,11 @@ class Trainer:
         state, epoch and history (plus ``checkpoint_extra``) are saved there (atomically, by rank 0);
         resume with ``extra = mg.load_checkpoint(path, model=, optimizer=)`` and
         ``fit(..., initial_epoch=extra["epoch"])``.
+        callbacks: mg.callbacks.Callback objects (e.g. EarlyStopping), called at the start and end
+        of training and of every epoch with the epoch's logs.
 
-        history: {"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}.
+        history: {"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}, a dict
+        that also answers Keras' ``history.history["loss"]``.
         """
         from .data import DataLoader, TensorDataset
         if scheduler_step == "auto":
@@ -193,6 +364,8 @@ class Trainer:
             if len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
             val = self._data(*validation_data, names=("x_val", "y_val"))
+        elif validation_split:
+            xa, ya, val = _split_last(xa, ya, validation_split)
         sampler = None
         if world > 1:
             sampler = dist.DistributedSampler(len(xa), shuffle=shuffle, seed=0, drop_last=False)
@@ -200,45 +373,49 @@ class Trainer:
         with_acc = "accuracy" in self.metrics
         keys = ["loss"] + (["accuracy"] if with_acc else [])
         keys += ["val_" + k for k in keys] if val is not None else []
-        history = {k: [] for k in keys}
+        history = History((k, []) for k in keys)
         self.history = history
+        callbacks = list(callbacks or ())
+        for cb in callbacks:
+            cb.set_trainer(self)
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch)
             if sampler is not None:
                 sampler.seed = self._shared_seed(dist)
                 sampler.set_epoch(epoch)
                 dist.check_equal(len(loader), "the number of batches per epoch")
-            start = time.perf_counter()
-            bar = None
-            if verbose == 1 and main:
-                from tqdm.auto import tqdm
-                bar = tqdm(total=len(loader), desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
-                           leave=True, dynamic_ncols=True, file=sys.stderr)
+            progress = _Progress(epoch, epochs, len(loader), verbose if main else 0)
             try:
                 sums = self._train_epoch(model, loader, scheduler if scheduler_step == "batch" else None,
-                                         with_acc, bar)
+                                         with_acc, progress)
                 if world > 1:
                     sums = dist.all_reduce(list(sums))
                 logs = _sums_to_metrics(*sums, with_acc)
                 if val is not None:
                     logs.update(self._evaluate_arrays(*val, validation_batch_size or max(batch_size, 256),
                                                       dist, world, prefix="val_"))
-                if bar is not None:
-                    bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+                progress.end(logs)
             finally:
-                if bar is not None:
-                    bar.close()
+                progress.close()
             if scheduler is not None and scheduler_step == "epoch":
                 scheduler.step()
             for k in keys:
                 history[k].append(logs[k])
             self.epoch = epoch + 1
-            if verbose == 2 and main:
-                line = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-                print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.2f}s - {line}", flush=True)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, dict(logs))
             if checkpoint is not None and main:
                 from .io import save_checkpoint
                 save_checkpoint(checkpoint, model=self.model, optimizer=self.optimizer, scheduler=scheduler,
-                                **{**(checkpoint_extra or {}), "epoch": epoch + 1, "history": history})
+                                **{**(checkpoint_extra or {}), "epoch": epoch + 1, "history": dict(history)})
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end(dict(history))
         return history
 
     def _parallel(self, dist, world):
@@ -260,13 +437,14 @@ class Trainer:
         dist.broadcast(seed, 0)
         return int(seed[0])
 
-    def _train_epoch(self, model, loader, batch_scheduler, with_acc, bar):
+    def _train_epoch(self, model, loader, batch_scheduler, with_acc, progress):
         self.model.train()
         xp = get_array_module(loader.dataset.arrays[0])
         loss_sum = xp.zeros((), np.float64)
         correct = xp.zeros((), np.int64)
         count, done, last = 0, 0, time.perf_counter()
         opt, loss_fn = self.optimizer, self._loss
+        live = progress.live
         for xb, yb in loader:
             opt.zero_grad()
             out = model(xb)
@@ -280,18 +458,17 @@ class Trainer:
             if with_acc:
                 correct += self._correct(out.data, yb.data)
             count += n
-            if bar is not None:
+            if live:
                 done += 1
                 now = time.perf_counter()
                 if now - last >= _PROGRESS_INTERVAL or done == len(loader):
-                    bar.set_postfix(_sums_to_metrics(loss_sum, correct, count, with_acc), refresh=False)
-                    bar.update(done - bar.n)
+                    progress.update(done, _sums_to_metrics(loss_sum, correct, count, with_acc))
                     last = now
         if count == 0:
             raise ValueError("fit: the data loader produced no batches (fewer samples than one batch "
                              "with drop_last?)")
-        if not math.isfinite(float(loss_sum)) and bar is not None:
-            bar.write("warning: the training loss is not finite (nan or inf); try a smaller learning rate")
+        if not math.isfinite(float(loss_sum)):
+            progress.write("warning: the training loss is not finite (nan or inf); try a smaller learning rate")
         return float(loss_sum), int(correct), count
 
     # --- evaluate / predict --------------------------------------------------------------------

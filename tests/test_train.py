@@ -68,10 +68,11 @@ def test_verbose_levels(capsys):
     lines = out.out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("Epoch 1/2") and "val_accuracy:" in lines[1]
     assert out.err == ""
-    trainer.fit(x, y, epochs=1, batch_size=16, verbose=1)
+    trainer.fit(x, y, epochs=2, batch_size=16, verbose=1)        # stderr is not a terminal here: plain lines
     out = capsys.readouterr()
-    assert out.out == ""
-    assert "Epoch 1/1" in out.err and "4/4" in out.err and "loss=" in out.err and "accuracy=" in out.err
+    assert out.out == "" and "\r" not in out.err
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("Epoch 2/2") and "accuracy:" in lines[1]
 
 
 def test_no_item_calls_per_batch(monkeypatch):
@@ -230,3 +231,229 @@ def test_single_process_imports_no_mpi():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+# --- Keras' conveniences ----------------------------------------------------------------------------
+def _model(features=5, classes=3, last=None):
+    mg.manual_seed(0)
+    layers = [nn.Linear(features, 16, activation="relu"), nn.Linear(16, classes)]
+    return nn.Sequential(*layers, *([last] if last is not None else []))
+
+
+def test_optimizer_by_name_uses_keras_defaults():
+    model = _model()
+    adam = mg.Trainer(model, "adam", "sparse_categorical_crossentropy").optimizer
+    assert isinstance(adam, optim.Adam)
+    assert adam.param_groups[0]["lr"] == 1e-3 and adam.param_groups[0]["eps"] == 1e-7
+    assert [id(p) for p in adam.param_groups[0]["params"]] == [id(p) for p in model.parameters()]
+    sgd = mg.Trainer(model, "SGD", "mse").optimizer
+    assert isinstance(sgd, optim.SGD)
+    assert sgd.param_groups[0]["lr"] == 0.01 and sgd.param_groups[0]["momentum"] == 0
+    names = mg.train.optimizer_names()
+    assert {"adam", "sgd"} <= set(names)
+    if hasattr(optim, "RMSprop"):
+        rms = mg.Trainer(model, "rmsprop", "mse").optimizer
+        assert rms.param_groups[0]["lr"] == 1e-3 and rms.param_groups[0]["alpha"] == 0.9
+    with pytest.raises(ValueError, match=r"unknown optimizer 'nadam'.*'adam'.*'sgd'"):
+        mg.Trainer(model, "nadam", "mse")
+    with pytest.raises(TypeError, match="optimizer must be an optimizer"):
+        mg.Trainer(model, optim.Adam, "mse")
+
+
+@pytest.mark.parametrize("name,cls", [("sparse_categorical_crossentropy", "CrossEntropyLoss"),
+                                      ("categorical_crossentropy", "CrossEntropyLoss"),
+                                      ("binary_crossentropy", "BCELoss"), ("mse", "MSELoss")])
+def test_loss_by_keras_name(name, cls):
+    assert type(mg.Trainer(_model(), "adam", name).loss).__name__ == cls
+
+
+def test_unknown_loss_name_lists_the_names():
+    with pytest.raises(ValueError, match=r"unknown loss 'hinge'.*'binary_crossentropy'.*'categorical_crossentropy'"
+                                         r".*'mse'.*'sparse_categorical_crossentropy'"):
+        mg.Trainer(_model(), "adam", "hinge")
+
+
+def test_categorical_crossentropy_trains_on_one_hot_logits():
+    x, y = _blobs()
+    trainer = mg.Trainer(_model(), "adam", "categorical_crossentropy")
+    trainer.optimizer.param_groups[0]["lr"] = 0.05
+    h = trainer.fit(x, np.eye(3)[y], epochs=5, verbose=0)
+    assert h["accuracy"][-1] > 0.9
+
+
+def test_accuracy_only_for_classification_losses():
+    x, y = _blobs()
+    assert list(mg.Trainer(_model(), "adam", "mse").fit(x, np.eye(3)[y], verbose=0)) == ["loss"]
+    assert list(mg.Trainer(_model(), "adam", nn.MSELoss()).fit(x, np.eye(3)[y], verbose=0)) == ["loss"]
+    assert list(mg.Trainer(_model(), "adam", nn.CrossEntropyLoss()).fit(x, y, verbose=0)) == ["loss", "accuracy"]
+    model = _model(classes=1, last=nn.Sigmoid())
+    assert mg.Trainer(model, "adam", "binary_crossentropy").metrics == ("accuracy",)
+    with pytest.raises(ValueError, match="accuracy is a classification metric, but MSELoss is a regression loss"):
+        mg.Trainer(_model(), "adam", "mse", metrics=["accuracy"])
+
+
+def test_fit_returns_a_history_that_answers_history():
+    x, y = _blobs()
+    history = _trainer().fit(x, y, epochs=2, verbose=0)
+    assert history.history is history and history.history["loss"] == history["loss"] and len(history["loss"]) == 2
+
+
+def test_validation_split_holds_out_the_last_samples_before_shuffling():
+    x, y = _blobs(100)
+    a = _trainer()
+    mg.manual_seed(5)
+    ha = a.fit(x, y, epochs=3, batch_size=16, validation_split=0.25, verbose=0)
+    b = _trainer()
+    mg.manual_seed(5)
+    hb = b.fit(x[:75], y[:75], epochs=3, batch_size=16, validation_data=(x[75:], y[75:]), verbose=0)
+    assert ha == hb and list(ha) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    # as Keras: floor(n * (1 - split)) samples train; validation_data takes precedence over the split
+    c = _trainer()
+    hc = c.fit(x, y, epochs=1, validation_split=0.333, validation_data=(x[:10], y[:10]), verbose=0)
+    assert hc["val_loss"][0] == pytest.approx(c.evaluate(x[:10], y[:10])["loss"], rel=0.2)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="validation_split must be a fraction"):
+            _trainer().fit(x, y, validation_split=bad, verbose=0)
+    with pytest.raises(ValueError, match="leaves 0 for training"):
+        _trainer().fit(x[:1], y[:1], validation_split=0.5, verbose=0)
+
+
+class _FakeTrainer:
+    def __init__(self, model):
+        self.model, self.stop_training = model, False
+
+
+def _drive(stop, values, model=None):
+    """Feed EarlyStopping one monitored value per epoch; returns the epochs it ran (as fit would)."""
+    trainer = _FakeTrainer(model or _model())
+    stop.set_trainer(trainer)
+    stop.on_train_begin()
+    ran = 0
+    for epoch, v in enumerate(values):
+        ran += 1
+        stop.on_epoch_end(epoch, {"val_loss": v, "val_accuracy": v})
+        if trainer.stop_training:
+            break
+    stop.on_train_end()
+    return ran
+
+
+def test_early_stopping_follows_keras_rules():
+    ES = mg.callbacks.EarlyStopping
+    assert _drive(ES(patience=0), [1.0, 0.9, 0.95, 0.5]) == 3
+    assert _drive(ES(patience=2), [1.0, 0.9, 0.95, 0.91, 0.5]) == 4
+    assert _drive(ES(patience=2), [1.0, 0.9, 0.95, 0.8, 0.85, 0.7]) == 6
+    assert _drive(ES(patience=1, min_delta=0.2), [1.0, 0.7, 0.6, 0.1]) == 3      # 0.1 is no improvement
+    assert _drive(ES(monitor="val_accuracy", patience=2), [0.5, 0.6, 0.55, 0.58, 0.9]) == 4   # auto: max
+    assert _drive(ES(monitor="val_accuracy", mode="min", patience=0), [0.5, 0.6]) == 2
+    assert _drive(ES(patience=2), [1.0, 0.9, 0.95, 0.4]) == 4
+    assert _drive(ES(patience=2, baseline=0.5), [1.0, 0.9, 0.95, 0.4]) == 3        # improvements short of it count
+    assert _drive(ES(patience=0, start_from_epoch=2), [1.0, 2.0, 3.0, 4.0, 3.0]) == 4
+    stop = ES(patience=1)
+    _drive(stop, [1.0, 0.5, 0.7, 0.8])
+    assert stop.stopped_epoch == 2 and stop.best == 0.5 and stop.best_epoch == 1
+    with pytest.raises(ValueError, match="mode='max'"):
+        _drive(ES(monitor="val_f1"), [1.0])
+    with pytest.raises(ValueError, match="mode must be"):
+        ES(mode="up")
+
+
+def test_early_stopping_stops_fit_and_restores_the_best_weights(capsys):
+    x, y = _blobs(120)
+    trainer = _trainer(lr=0.5)
+    seen = []
+
+    class Snapshot(mg.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append({k: v.numpy().copy() for k, v in self.model.state_dict().items()})
+
+    stop = mg.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True, verbose=1)
+    h = trainer.fit(x[:80], y[:80], epochs=40, batch_size=8, validation_data=(x[80:], y[80:] % 2), verbose=0,
+                    callbacks=[Snapshot(), stop])
+    ran = len(h["loss"])
+    assert ran < 40 and trainer.epoch == ran and stop.stopped_epoch == ran - 1
+    best = int(np.argmin(h["val_loss"]))
+    assert stop.best_epoch == best and ran - 1 - best == 2
+    for k, v in trainer.model.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), seen[best][k])
+    out = capsys.readouterr().out
+    assert f"Epoch {ran}: early stopping" in out and f"best epoch: {best + 1}." in out
+
+
+def test_early_stopping_on_a_missing_value_warns():
+    x, y = _blobs(40)
+    with pytest.warns(UserWarning, match="'val_loss', which this fit does not produce"):
+        h = _trainer().fit(x, y, epochs=2, verbose=0, callbacks=[mg.callbacks.EarlyStopping(patience=0)])
+    assert len(h["loss"]) == 2
+
+
+@pytest.mark.parametrize("last,loss,hint", [
+    (nn.Softmax(), nn.CrossEntropyLoss(), "remove the final Softmax"),
+    (nn.Softmax(), "sparse_categorical_crossentropy", "apply softmax to predict"),
+    (nn.Sigmoid(), nn.BCEWithLogitsLoss(), r'"binary_crossentropy" \(BCELoss\)'),
+    (nn.Sigmoid(), mg.nn.functional.cross_entropy, "remove the final Sigmoid"),
+])
+def test_squashed_output_into_a_logits_loss_warns_once(last, loss, hint):
+    import warnings
+    x, y = _blobs(40)
+    classes = 1 if isinstance(loss, nn.BCEWithLogitsLoss) else 3
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = mg.Trainer(_model(classes=classes, last=last), "adam", loss)
+        trainer.fit(x, (y > 0).astype(np.float64) if classes == 1 else y, epochs=2, verbose=0)
+        trainer.evaluate(x, y if classes == 3 else (y > 0))
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    assert "takes logits" in str(caught[0].message)
+    assert __import__("re").search(hint, str(caught[0].message))
+
+
+def test_no_warning_for_probabilities_into_probability_losses():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mg.Trainer(_model(classes=1, last=nn.Sigmoid()), "adam", "binary_crossentropy")
+        mg.Trainer(_model(last=nn.Softmax()), "adam", "mse")
+        mg.Trainer(_model(), "adam", "sparse_categorical_crossentropy")
+    model = nn.Sequential(nn.Linear(5, 1, activation="sigmoid"))
+    with pytest.warns(UserWarning, match='Linear\\(..., activation="sigmoid"\\)'):
+        mg.Trainer(model, "adam", "bce_with_logits")
+
+
+# --- progress display ------------------------------------------------------------------------------
+class _Terminal(__import__("io").StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_in_an_80_column_terminal_keeps_every_metric_visible(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("LINES", "24")
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    x, y = _blobs(600)
+    h = _trainer().fit(x, y, epochs=10, batch_size=4, validation_split=0.2, verbose=1)
+    finals = [line.split("\r")[-1] for line in term.getvalue().split("\n") if line.strip()]
+    assert len(finals) == 10
+    for epoch, line in enumerate(finals):
+        assert len(line.rstrip()) <= 79, line
+        assert line.startswith(f"Epoch {epoch + 1}/10 ")
+        for key, shown in (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"),
+                           ("val_accuracy", "val_acc")):
+            assert f" {shown}={h[key][epoch]:.4f}" in line, line
+    assert "\r" in term.getvalue()                       # a live bar while the epoch runs
+
+
+def test_progress_on_a_pipe_is_one_plain_line_per_epoch(monkeypatch):
+    import io
+    pipe = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", pipe)
+    x, y = _blobs(100)
+    h = _trainer().fit(x, y, epochs=3, batch_size=4, validation_split=0.2, verbose=1)
+    text = pipe.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert len(lines) == 3
+    for epoch, line in enumerate(lines):
+        assert line.startswith(f"Epoch {epoch + 1}/3 - ")
+        assert line.endswith(f"loss: {h['loss'][epoch]:.4f} - accuracy: {h['accuracy'][epoch]:.4f} - "
+                             f"val_loss: {h['val_loss'][epoch]:.4f} - val_accuracy: {h['val_accuracy'][epoch]:.4f}")
