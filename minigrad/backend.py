@@ -98,7 +98,18 @@ def _require_cuda(dev):
     n = cp.cuda.runtime.getDeviceCount()
     if dev.index >= n:
         raise RuntimeError(f"device {dev} requested but only {n} CUDA device(s) found")
+    _use(dev.index)
     return cp
+
+
+def _use(index):
+    """Make GPU `index` current. CuPy allocates and launches kernels on the current device, so
+    minigrad makes a device current whenever it allocates for it (xp_for, to_device) or hands out
+    an array's module (get_array_module, which every op, kernel and optimizer step asks): work on
+    cuda:N runs on GPU N, whichever GPU was current before."""
+    rt = _cupy.cuda.runtime
+    if rt.getDevice() != index:
+        rt.setDevice(index)
 
 
 def get_array_module(a):
@@ -106,6 +117,7 @@ def get_array_module(a):
     if type(a) is np.ndarray:
         return np
     if _cupy is not None and isinstance(a, _cupy.ndarray):
+        _use(a.data.device_id)
         return _cupy
     return np
 
@@ -129,9 +141,13 @@ def to_device(a, dev):
         return a
     if dev is CPU:
         return a.get()
-    cp = _require_cuda(dev)
-    with cp.cuda.Device(dev.index):
-        return cp.asarray(a)
+    return _require_cuda(dev).asarray(a)  # a copy made on dev, also from another GPU
+
+
+def cupy_erf(a):
+    """erf of a CuPy array (cupyx.scipy.special.erf)."""
+    from cupyx.scipy.special import erf
+    return erf(a)
 
 
 def synchronize(dev=None):
@@ -160,6 +176,8 @@ def ext():
             try:
                 from . import _C
                 _ext = _C
+                if _num_threads is not None:
+                    _C.set_num_threads(_num_threads)
             except ImportError as e:
                 _ext_error = f"minigrad._C is not built: {e}"
     return _ext
@@ -206,6 +224,8 @@ def blas():
                 try:
                     _blas_version = _ext.load_blas(path).split(" for ")[0] or path
                     _blas = _ext
+                    if _num_threads is not None:
+                        _limit_blas_threads(_num_threads)       # MKL starts with one per core
                 except RuntimeError as e:
                     _blas_error = str(e)
     return _blas
@@ -225,3 +245,92 @@ def backend_info():
     if _ext is not None:
         info["cpu_threads"] = _ext.get_num_threads()
     return info
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU threads: the BLAS libraries' pools (NumPy's OpenBLAS, MKL once loaded) and minigrad._C's
+# kernels. By default each library starts one thread per core; several ranks on one node would
+# then run cores x ranks threads that fight over the cores, so init_process_group gives each rank
+# its share (share_threads). A count the user set wins over that share.
+
+_USER_THREAD_VARS = ("MINIGRAD_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_num_threads = None         # the count set for both pools, or None: the libraries' own defaults
+_threads_source = "default: one per core"
+
+
+def _env_threads():
+    """(count, variable) of the first thread-count variable the user set, or (None, None)."""
+    import os
+    for var in _USER_THREAD_VARS:
+        value = os.environ.get(var, "").strip()
+        if value:
+            return value, var
+    return None, None
+
+
+def _limit_blas_threads(n):
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(n, user_api="blas")
+
+
+def _apply_threads(n, source):
+    global _num_threads, _threads_source
+    _num_threads, _threads_source = n, source
+    _limit_blas_threads(n)
+    if ext() is not None:
+        _ext.set_num_threads(n)
+
+
+def set_num_threads(n):
+    """Use n threads for CPU work: the BLAS libraries' matmuls (OpenBLAS, MKL) and minigrad._C's
+    kernels (as torch.set_num_threads). Overrides the per-rank share under mpiexec."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"set_num_threads expects an int, found {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads expects a positive number of threads, found {n}")
+    _apply_threads(n, "mg.set_num_threads")
+
+
+def get_num_threads():
+    """The number of threads CPU kernels use (the count set_num_threads sets)."""
+    if _num_threads is not None:
+        return _num_threads
+    if ext() is not None:
+        return _ext.get_num_threads()
+    from threadpoolctl import threadpool_info
+    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
+
+
+def share_threads(cores, ranks):
+    """Under mpiexec (init_process_group): each of ``ranks`` processes on a node with ``cores``
+    cores uses max(1, cores // ranks) threads, unless the user set a count. Returns the count."""
+    value, var = _env_threads()
+    if _threads_source == "mg.set_num_threads" or var is not None:
+        return get_num_threads()
+    n = max(1, cores // ranks)
+    _apply_threads(n, f"{cores} cores shared by {ranks} ranks on this node")
+    return n
+
+
+def threads_info():
+    """How many threads CPU work uses and why, e.g. "1 (2 cores shared by 2 ranks on this node)"."""
+    value, var = _env_threads()
+    if _threads_source == "default: one per core" and var is not None:
+        return f"{get_num_threads()} (kernels; the BLAS reads {var}={value})"
+    return f"{get_num_threads()} ({_threads_source})"
+
+
+def _init_threads():
+    """MINIGRAD_NUM_THREADS: as set_num_threads at import."""
+    value, var = _env_threads()
+    if var == "MINIGRAD_NUM_THREADS":
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"MINIGRAD_NUM_THREADS must be a positive number of threads, found {value!r}")
+        _apply_threads(n, f"MINIGRAD_NUM_THREADS={n}")
+
+
+_init_threads()

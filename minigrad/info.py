@@ -63,10 +63,15 @@ def system_info():
         "cupy": (cp.__version__ if cp is not None else f"not usable ({why})"),
         "gpus": gpus or ["none found"],
     }
+    from .distributed import init_process_group, launcher_world_size
+    if launcher_world_size() > 1:
+        init_process_group()        # under mpiexec: this rank's share of the cores, as training gets
     info["kernels"] = {k: str(v) for k, v in backend.backend_info().items()}
+    info["cpu threads"] = [backend.threads_info(),
+                           "under mpiexec each rank uses cores / ranks on its node (at least 1) unless a count",
+                           "is set: mg.set_num_threads, MINIGRAD_NUM_THREADS, OMP/OPENBLAS/MKL_NUM_THREADS"]
     versions = {d: _version(d) for d in _OPTIONAL}
     info["packages"] = {d: v or "not installed" for d, v in versions.items() if v or d in ("mpi4py", "torch")}
-    from .distributed.comm import launcher_world_size
     info["mpi ranks"] = str(launcher_world_size())
     return info
 

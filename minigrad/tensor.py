@@ -116,55 +116,51 @@ class Tensor:
     def type(self, dtype): return self.to(dtype)
     def astype(self, dtype): return self.to(dtype)
 
-    # --- in place, outside the tape (initialisation, optimizers) -------------------------
-    def _inplace_ok(self, name):
-        if autograd._grad_enabled and self.requires_grad:
-            raise RuntimeError(f"{name}: a tensor that requires grad cannot be changed in place while the "
-                               "tape records; wrap the update in mg.no_grad()")
+    # --- in place -------------------------------------------------------------------------
+    # Each is op(self, ...) written back into self's memory (see _in_place): recorded on the tape
+    # when grad mode is on and an operand requires grad, and counted in self's version.
+    _version = property(lambda self: autograd.version(self.data))
 
-    def zero_(self):
-        self._inplace_ok("zero_")
-        self.data[...] = 0
-        return self
-
-    def fill_(self, value):
-        self._inplace_ok("fill_")
-        self.data[...] = value
-        return self
+    def zero_(self): return _in_place(self, _overwrite, 0)
+    def fill_(self, value): return _in_place(self, _overwrite, value, casting="unsafe")
 
     def copy_(self, src):
-        self._inplace_ok("copy_")
-        src = src.data if isinstance(src, Tensor) else src
-        self.data[...] = to_device(get_array_module(src).asarray(src), self.device)
-        return self
+        """Copy src (broadcast to self's shape, cast to self's dtype and device) into self."""
+        src = _const(src, self)
+        return _in_place(self, _overwrite, src if src.device is self.device else src.to(self.device),
+                         casting="unsafe")
 
-    def _iop(self, other, fn):
-        self._inplace_ok("in-place arithmetic")
-        fn(self.data, other.data if isinstance(other, Tensor) else other, out=self.data, casting="same_kind")
-        return self
+    def add_(self, other, alpha=1): return _in_place(self, Tensor.add, other, alpha=alpha)
+    def sub_(self, other, alpha=1): return _in_place(self, Tensor.sub, other, alpha=alpha)
+    def mul_(self, other): return _in_place(self, Tensor.__mul__, other)
+    def div_(self, other): return _in_place(self, Tensor.__truediv__, other)
+    def pow_(self, other): return _in_place(self, Tensor.__pow__, other)
+    def clamp_(self, min=None, max=None): return _in_place(self, Tensor.clamp, min, max)
+    clip_ = clamp_
+    __iadd__, __isub__, __imul__, __itruediv__, __ipow__ = add_, sub_, mul_, div_, pow_
 
-    def add_(self, other, alpha=1):
-        return self._iop(other if alpha == 1 else other * alpha, get_array_module(self.data).add)
-
-    def mul_(self, other):
-        return self._iop(other, get_array_module(self.data).multiply)
-
-    def __iadd__(self, other): return self._iop(other, get_array_module(self.data).add)
-    def __isub__(self, other): return self._iop(other, get_array_module(self.data).subtract)
-    def __imul__(self, other): return self._iop(other, get_array_module(self.data).multiply)
-    def __itruediv__(self, other): return self._iop(other, get_array_module(self.data).true_divide)
+    # --- method forms of the operators (PyTorch's names) ------------------------------------
+    def add(self, other, alpha=1): return self + (other if alpha == 1 else _const(other, self) * alpha)
+    def sub(self, other, alpha=1): return self - (other if alpha == 1 else _const(other, self) * alpha)
+    def mul(self, other): return self * other
+    def div(self, other): return self / other
+    def pow(self, exponent): return self ** exponent
+    def matmul(self, other): return self @ other
+    def neg(self): return -self
+    def clamp(self, min=None, max=None): return ops.clip(self, _operand(min, self), _operand(max, self))
 
     # --- arithmetic -----------------------------------------------------------------
-    def __add__(self, other): return ops.add(self, _const(other, self))
-    def __radd__(self, other): return ops.add(_const(other, self), self)
-    def __sub__(self, other): return ops.sub(self, _const(other, self))
-    def __rsub__(self, other): return ops.sub(_const(other, self), self)
-    def __mul__(self, other): return ops.mul(self, _const(other, self))
-    def __rmul__(self, other): return ops.mul(_const(other, self), self)
-    def __truediv__(self, other): return ops.div(self, _const(other, self))
-    def __rtruediv__(self, other): return ops.div(_const(other, self), self)
-    def __matmul__(self, other): return ops.matmul(self, _const(other, self))
-    def __rmatmul__(self, other): return ops.matmul(_const(other, self), self)
+    # binary ops promote dtypes as PyTorch (ops.dtypes); the other operand may be a scalar or an array
+    def __add__(self, other): return ops.add(self, other)
+    def __radd__(self, other): return ops.add(other, self)
+    def __sub__(self, other): return ops.sub(self, other)
+    def __rsub__(self, other): return ops.sub(other, self)
+    def __mul__(self, other): return ops.mul(self, other)
+    def __rmul__(self, other): return ops.mul(other, self)
+    def __truediv__(self, other): return ops.div(self, other)
+    def __rtruediv__(self, other): return ops.div(other, self)
+    def __matmul__(self, other): return ops.matmul(self, other)
+    def __rmatmul__(self, other): return ops.matmul(other, self)
     def __neg__(self): return ops.neg(self)
     def __pos__(self): return self
     def __abs__(self): return ops.abs_(self)
@@ -172,24 +168,24 @@ class Tensor:
     def __pow__(self, other):
         if isinstance(other, numbers.Real) and not isinstance(other, bool):
             return ops.pow_scalar(self, other)
-        return ops.pow(self, _const(other, self))
+        return ops.pow(self, other)
 
-    def __rpow__(self, other): return ops.pow(_const(other, self), self)
+    def __rpow__(self, other): return ops.pow(other, self)
 
-    # comparisons give bool tensors outside the tape
-    def _cmp(self, other, name):
-        o = other.data if isinstance(other, Tensor) else other
-        return _wrap(getattr(get_array_module(self.data), name)(self.data, o), self.device)
-
-    def __eq__(self, other): return self._cmp(other, "equal")
-    def __ne__(self, other): return self._cmp(other, "not_equal")
-    def __lt__(self, other): return self._cmp(other, "less")
-    def __le__(self, other): return self._cmp(other, "less_equal")
-    def __gt__(self, other): return self._cmp(other, "greater")
-    def __ge__(self, other): return self._cmp(other, "greater_equal")
-    def __invert__(self): return _wrap(~self.data, self.device)
-    def __and__(self, other): return self._cmp(other, "logical_and")
-    def __or__(self, other): return self._cmp(other, "logical_or")
+    # comparisons and bitwise ops give tensors outside the tape
+    def __eq__(self, other): return ops.compare(self, other, "equal")
+    def __ne__(self, other): return ops.compare(self, other, "not_equal")
+    def __lt__(self, other): return ops.compare(self, other, "less")
+    def __le__(self, other): return ops.compare(self, other, "less_equal")
+    def __gt__(self, other): return ops.compare(self, other, "greater")
+    def __ge__(self, other): return ops.compare(self, other, "greater_equal")
+    def __and__(self, other): return ops.bitwise(self, other, "bitwise_and")
+    def __rand__(self, other): return ops.bitwise(other, self, "bitwise_and")
+    def __or__(self, other): return ops.bitwise(self, other, "bitwise_or")
+    def __ror__(self, other): return ops.bitwise(other, self, "bitwise_or")
+    def __xor__(self, other): return ops.bitwise(self, other, "bitwise_xor")
+    def __rxor__(self, other): return ops.bitwise(other, self, "bitwise_xor")
+    def __invert__(self): return ops.invert(self)
 
     def __getitem__(self, idx): return ops.getitem(self, idx)
 
@@ -209,8 +205,7 @@ class Tensor:
     def log(self): return ops.log(self)
     def sqrt(self): return ops.sqrt(self)
     def abs(self): return ops.abs_(self)
-    def clip(self, lo=None, hi=None): return ops.clip(self, lo, hi)
-    clamp = clip
+    def clip(self, lo=None, hi=None): return ops.clip(self, _operand(lo, self), _operand(hi, self))
     def relu(self): return ops.relu(self)
     def sigmoid(self): return ops.sigmoid(self)
     def tanh(self): return ops.tanh(self)
@@ -299,20 +294,83 @@ def _as_array(data, dtype, device):
 
 
 def _const(x, like):
-    """A non-Tensor operand as a Tensor next to `like`. A Python scalar takes like's dtype when
-    that can hold it, as in PyTorch: 2.0 * float32 stays float32, 2 * int64 stays int64,
-    0.5 * int64 is float32, True + 2 is int64. Arrays keep their own dtype."""
-    if isinstance(x, Tensor):
-        return x
-    if isinstance(x, numbers.Number):
-        dt = like.data.dtype
-        if dt.kind not in "fc" and not isinstance(x, bool):
-            dt = int64 if isinstance(x, numbers.Integral) and dt.kind == "b" else \
-                dt if isinstance(x, numbers.Integral) else float32
-        return _wrap(get_array_module(like.data).asarray(x, dtype=dt), like.device)
-    arr, dev = _as_array(x, None, like.device)
-    return _wrap(arr, dev)
+    """A non-Tensor operand as a Tensor next to `like`: a Python scalar as a 0-d array of its
+    PyTorch result dtype with like (2.0 beside float32 stays float32, 0.5 beside int64 is float32),
+    other data as torch.tensor would make it."""
+    return ops.dtypes.as_operand(x, like)
 
+
+def _operand(x, like):
+    """x as a raw operand beside like's array (comparisons, clip bounds): a scalar (or None) as
+    it is, a Tensor's array, and other data (NumPy arrays, lists) on like's device, as a binary
+    op's operand (CuPy refuses host arrays)."""
+    if x is None or isinstance(x, numbers.Number):
+        return x
+    t = _const(x, like)
+    if t.device is not like.device:
+        raise RuntimeError(f"expected all tensors on one device, found {like.device} and {t.device}")
+    return t.data
+
+
+
+def _in_place(t, op, *args, casting="same_kind", **kwargs):
+    """Write op(t, *args) into t's memory and count the change in t's version. With grad mode
+    on and an operand requiring grad it is recorded, as in PyTorch: t takes the op as its
+    grad_fn (its old value lives on in the graph), and ops that saved t's old memory find the
+    new version at backward and refuse it."""
+    recorded = autograd._state.grad_enabled and (t.requires_grad or any(isinstance(a, Tensor) and a.requires_grad
+                                                                         for a in args))
+    if recorded:
+        out = _record_in_place(t, op, args, kwargs)
+    else:
+        out = op(t, *args, **kwargs)
+    data, new = t.data, out.data
+    if not np.can_cast(new.dtype, data.dtype, casting):
+        raise RuntimeError(f"result type {new.dtype} can't be cast to the desired output type {data.dtype}")
+    if type(data) is np.ndarray and not data.flags.writeable:  # CuPy arrays have no read-only flag
+        raise RuntimeError(f"in-place operation on a read-only tensor of shape {tuple(data.shape)} (an expand() "
+                           "view, whose elements share memory); make a copy first with clone()")
+    try:
+        data[...] = new
+    except ValueError:
+        raise RuntimeError(f"output with shape {list(data.shape)} doesn't match the broadcast shape "
+                           f"{list(new.shape)}") from None
+    autograd.bump_version(data)
+    if recorded:
+        t._ctx, t.requires_grad = out._ctx, True
+    return t
+
+
+def _record_in_place(t, op, args, kwargs):
+    """op(t, ...) recorded on the tape, its input standing for t's value before the change."""
+    ctx = t._ctx
+    mem = autograd._owner(t.data)
+    if ctx is None and t.requires_grad:
+        raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+    for base in () if getattr(ctx, "in_place", False) else getattr(ctx, "inputs", ()):
+        if autograd._owner(base.data) is mem:
+            if base._ctx is None and base.requires_grad:
+                raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place "
+                                   "operation.")
+            raise RuntimeError(f"in-place change of a view (made by {ctx!r}) of a tensor in the graph: minigrad "
+                               "does not rewrite the base's history as PyTorch does; use an out-of-place op")
+    old = _wrap(t.data, t.device, t.requires_grad)
+    old._ctx = ctx
+    out = op(old, *[old if a is t else a for a in args], **kwargs)
+    node = out._ctx
+    node.in_place = True  # its input shares t's memory as t's old value, not as a view
+    if node.saved_tensors:  # what the op saved of t's memory must outlive the write
+        node.saved_tensors = tuple(a.copy() if a is not None and autograd._owner(a) is mem else a
+                                   for a in node.saved_tensors)
+    return out
+
+
+def _overwrite(t, value):
+    """value broadcast to t's shape, in t's place: t's old value gets no gradient, value does."""
+    value = _const(value, t)
+    if not (autograd._state.grad_enabled and (t.requires_grad or value.requires_grad)):
+        return value
+    return ops.where(_wrap(get_array_module(t.data).zeros(t.shape, bool), t.device), t, value)
 
 # --- creation -------------------------------------------------------------------------
 def tensor(data, dtype=None, device=None, requires_grad=False):
@@ -339,6 +397,9 @@ def empty(*shape, dtype=None, device="cpu", requires_grad=False):
 
 
 def full(shape, fill_value, dtype=None, device="cpu", requires_grad=False):
+    """A tensor of fill_value; without dtype, fill_value's as PyTorch: bool, int64 or float32."""
+    if dtype is None:
+        dtype = ops.dtypes.result_type(fill_value)
     return _make(lambda xp, s, dt: xp.full(s, fill_value, dt), (shape,), dtype, device, requires_grad)
 
 

@@ -48,12 +48,15 @@ def _mpiexec_flags():
     return []
 
 
+THREAD_VARS = ("MINIGRAD_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def launch(script, *args, n=2, timeout=120, dist_timeout=60):
-    """Run a script on n ranks; returns (returncode, output, seconds). Kills the job on timeout."""
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_VARS}
+    """Run a script on n ranks; returns (returncode, output, seconds). Kills the job on timeout.
+    The ranks pick their thread counts themselves (their share of the cores)."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_VARS + THREAD_VARS}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["MINIGRAD_DIST_TIMEOUT"] = str(dist_timeout)
-    env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = "1"     # n ranks share the cores
     cmd = [MPIEXEC, *_mpiexec_flags(), "-n", str(n), sys.executable, "-m", "mpi4py",
            os.path.join(SCRIPTS, script), *args]
     start = time.monotonic()
@@ -428,3 +431,64 @@ def test_trainer_fit_on_two_ranks(tmp_path):
     assert result["world"] == 2 and result["same_weights"] and result["same_history"]
     assert len(result["history"]["loss"]) == 3 and result["history"]["loss"][-1] < result["history"]["loss"][0]
     assert out.count("Epoch 1/3") == 1, f"only rank 0 prints:\n{out}"
+
+
+# --- threads: BLAS pools and the extension's kernels ----------------------------------------
+
+def _threads_in_subprocess(code, **env_vars):
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_VARS + THREAD_VARS}
+    env.update(PYTHONPATH=ROOT, **env_vars)
+    out = subprocess.run([sys.executable, "-c", "import json, minigrad as mg\n" + code], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+BLAS_THREADS = ("from threadpoolctl import threadpool_info\n"
+                "(mg.ones(4, 4) @ mg.ones(4, 4)).numpy()\n"
+                "blas = sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'})\n"
+                "kernels = mg.backend.ext().get_num_threads() if mg.backend.ext() else mg.get_num_threads()\n")
+
+
+def test_set_num_threads_sets_blas_and_kernel_threads():
+    got = _threads_in_subprocess(
+        "mg.set_num_threads(1)\n" + BLAS_THREADS +
+        "print(json.dumps([mg.get_num_threads(), blas, kernels, mg.backend.threads_info()]))")
+    assert got == [1, [1], 1, "1 (mg.set_num_threads)"]
+    got = _threads_in_subprocess(BLAS_THREADS + "print(json.dumps([mg.get_num_threads(), blas, kernels]))",
+                                 MINIGRAD_NUM_THREADS="1")
+    assert got == [1, [1], 1]
+    with pytest.raises(ValueError, match="positive"):
+        mg.set_num_threads(0)
+    with pytest.raises(TypeError, match="int"):
+        mg.set_num_threads(1.5)
+
+
+@pytest.mark.parametrize("env,expected", [({}, 2), ({"MINIGRAD_NUM_THREADS": "3"}, 3),
+                                          ({"OMP_NUM_THREADS": "5"}, None)])
+def test_a_rank_uses_its_share_of_the_cores_unless_a_count_is_set(env, expected):
+    """share_threads(cores=4, ranks=2): 2 each; a count the user set stays as it is."""
+    got = _threads_in_subprocess(
+        "before = mg.get_num_threads()\n"
+        "print(json.dumps([before, mg.backend.share_threads(4, 2), mg.get_num_threads(), mg.backend.threads_info()]))",
+        **env)
+    before, shared, after, info = got
+    assert shared == after == (before if expected is None else expected), got
+    if env == {}:
+        assert info == "2 (4 cores shared by 2 ranks on this node)"
+    if "OMP_NUM_THREADS" in env:
+        assert "OMP_NUM_THREADS=5" in info, info
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")
+def test_ranks_share_the_cores():
+    """mpiexec -n 2 without thread settings: each rank runs cores / 2 BLAS and kernel threads (at least 1)."""
+    code, out, _ = launch("threads.py", timeout=60)
+    assert code == 0, out
+    ranks = json.loads(out.strip().splitlines()[-1])
+    for r in ranks:
+        share = max(1, r["cores"] // r["local_size"])
+        assert r["local_size"] == 2 and r["threads"] == share, r
+        assert set(r["blas"].values()) == {share} and r["kernels"] in (share, None), r
+        assert f"shared by 2 ranks on this node" in r["info"], r

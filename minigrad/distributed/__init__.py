@@ -57,6 +57,7 @@ evenly) are counted twice in the epoch metrics, as in PyTorch.
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import time
 
@@ -111,7 +112,19 @@ def init_process_group(backend: str = "auto", timeout: float | None = None) -> P
     if _group.world_size > 1:
         _install_excepthook()
         atexit.register(_leave)
+        _share_cores(_group)
     return _group
+
+
+def _share_cores(group):
+    """Each of the ranks on a node uses its share of the node's cores for BLAS and kernel threads
+    (unless the user set a count): a library's default of one thread per core would otherwise run
+    cores x ranks threads that take turns on the cores."""
+    if group.local_size > 1:
+        mine = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        node = set().union(*group.host.local_comm.allgather(list(mine)))    # the cores of all local ranks
+        from .. import backend as array_backend
+        array_backend.share_threads(len(node), group.local_size)
 
 
 def destroy_process_group():

@@ -8,7 +8,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import autograd
-from ..backend import Device, device as _device, device_of, to_device
+from ..backend import Device, device as _device, device_of, get_array_module, to_device
 from ..tensor import Tensor, _as_array, _wrap
 
 
@@ -214,7 +214,7 @@ class Module:
             for k, dst in own.items():
                 if k in state_dict:
                     src = state_dict[k]
-                    src = src.data if isinstance(src, Tensor) else np.asarray(src)
+                    src = src.data if isinstance(src, Tensor) else get_array_module(src).asarray(src)
                     dst.data[...] = to_device(src, dst.device)  # dst shares the parameter's array
         return _IncompatibleKeys(missing, unexpected)
 

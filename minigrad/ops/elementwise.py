@@ -1,7 +1,11 @@
 """Elementwise ops. Inputs broadcast as in NumPy; backward() sums each gradient back to its input's shape."""
+import numpy as np
+
+from .. import autograd
 from ..autograd import Function
 from ..backend import get_array_module
-from .movement import broadcast
+from .dtypes import DEFAULT_FLOAT, binary, result_type
+from .movement import broadcast_shape, cast
 
 
 class Add(Function):
@@ -54,7 +58,11 @@ class Div(Function):
 class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
-        y = a ** b
+        if b.dtype.kind == "i" and (b < 0).any():  # NumPy refuses; PyTorch truncates 1 / a**|b| to an integer
+            xp = get_array_module(a)
+            y = xp.where(b < 0, xp.where(abs(a) == 1, a ** (b & 1), 0), a ** xp.maximum(b, 0))
+        else:
+            y = a ** b
         ctx.save_for_backward(a, b, y)
         return y
 
@@ -62,12 +70,11 @@ class Pow(Function):
     def backward(ctx, grad_output):
         a, b, y = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
-        ga = grad_output * b * a ** (b - 1) if need_a else None
-        if need_b:
-            xp = get_array_module(a)
-            log_a = xp.log(xp.where(a > 0, a, 1))  # d/db a**b = a**b log a, taken as 0 where a <= 0
-            return ga, grad_output * y * log_a
-        return ga, None
+        xp = get_array_module(a)
+        with _quiet():  # inf and nan are the answers at a base of 0 or below, as in PyTorch
+            ga = xp.where(b == 0, 0, grad_output * b * a ** (b - 1)) if need_a else None
+            gb = xp.where((a == 0) & (b >= 0), 0, grad_output * y * xp.log(a)) if need_b else None
+        return ga, gb
 
 
 class PowScalar(Function):
@@ -81,7 +88,14 @@ class PowScalar(Function):
     def backward(ctx, grad_output):
         x, = ctx.saved_tensors
         e = ctx.exponent
-        return grad_output * (e * x ** (e - 1) if e != 2 else 2 * x)
+        if e == 0:
+            return get_array_module(x).zeros_like(grad_output)
+        with _quiet():
+            return grad_output * (e * x ** (e - 1) if e != 2 else 2 * x)
+
+
+def _quiet():
+    return np.errstate(divide="ignore", invalid="ignore")  # NumPy's warnings; CuPy gives none
 
 
 class Neg(Function):
@@ -221,13 +235,70 @@ class Where(Function):
                 grad_output * ~cond if need_b else None)
 
 
-def add(a, b): return Add.apply(*broadcast(a, b))
-def sub(a, b): return Sub.apply(*broadcast(a, b))
-def mul(a, b): return Mul.apply(*broadcast(a, b))
-def div(a, b): return Div.apply(*broadcast(a, b))
-def pow(a, b): return Pow.apply(*broadcast(a, b))
-def pow_scalar(x, exponent): return PowScalar.apply(x, exponent=exponent)
-def neg(x): return Neg.apply(x)
+# Binary ops take Tensors, or one Tensor and a Python scalar or array; binary() promotes as PyTorch.
+def add(a, b): return Add.apply(*binary(a, b))
+def mul(a, b): return Mul.apply(*binary(a, b))
+
+
+def sub(a, b):
+    if _is_bool(a) or _is_bool(b):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported; use `^` or ~ instead")
+    return Sub.apply(*binary(a, b))
+
+
+def div(a, b):
+    """True division: integer and bool operands divide in the default float dtype."""
+    a, b = binary(a, b)
+    if a.data.dtype.kind not in "fc":
+        a, b = cast(a, DEFAULT_FLOAT), cast(b, DEFAULT_FLOAT)
+    return Div.apply(a, b)
+
+
+def pow(a, b):
+    a, b = binary(a, b)
+    if a.data.dtype.kind == "b":
+        raise NotImplementedError("pow: not implemented for bool tensors")
+    return Pow.apply(a, b)
+
+
+def pow_scalar(x, exponent):
+    """x ** exponent for a Python number."""
+    dt = result_type(x, exponent)
+    if dt.kind in "biu" and exponent < 0:
+        raise RuntimeError("Integers to negative integer powers are not allowed.")
+    return PowScalar.apply(cast(x, dt), exponent=exponent)
+
+
+def compare(a, b, name):
+    """A bool tensor outside the tape: name is a NumPy comparison (equal, less, ...)."""
+    a, b = binary(a, b)
+    return autograd._wrap(getattr(get_array_module(a.data), name)(a.data, b.data), a.device)
+
+
+def bitwise(a, b, name):
+    """bitwise_and / bitwise_or / bitwise_xor of integer or bool tensors (logical on bool), outside the tape."""
+    a, b = binary(a, b)
+    if a.data.dtype.kind not in "biu":
+        raise NotImplementedError(f"{name}: not implemented for {a.data.dtype}; it needs integer or bool tensors")
+    return autograd._wrap(getattr(get_array_module(a.data), name)(a.data, b.data), a.device)
+
+
+def invert(x):
+    if x.data.dtype.kind not in "biu":
+        raise TypeError(f"~ (operator.invert) is only implemented on integer and bool tensors, found {x.data.dtype}")
+    return autograd._wrap(~x.data, x.device)
+
+
+def _is_bool(x):
+    return isinstance(x, bool) or getattr(getattr(x, "dtype", None), "kind", None) == "b"
+
+
+def neg(x):
+    if x.data.dtype.kind == "b":
+        raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported; use ~ instead")
+    return Neg.apply(x)
+
+
 def exp(x): return Exp.apply(x)
 def log(x): return Log.apply(x)
 def sqrt(x): return Sqrt.apply(x)

@@ -1,0 +1,5 @@
+"""cupy.cuda.compiler of the test double."""
+
+
+class CompileException(Exception):
+    pass
