@@ -255,3 +255,21 @@ def test_0d_gradients_hold_arrays():
     opt = mg.optim.SGD([p], lr=0.1)
     opt.zero_grad(set_to_none=False)
     assert p.grad.item() == 0
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("base", [-2.0, -0.5, 0.0, 1.5])
+@pytest.mark.parametrize("exponent", [-1.0, 0.0, 0.5, 2.0, 3.0])
+def test_pow_gradients_at_zero_and_negative_bases_match_torch(base, exponent):
+    with np.errstate(all="ignore"):
+        for form in (lambda a, b: a ** b, lambda a, b: a ** b.item(), lambda a, b: a.item() ** b):
+            a, b = (mg.tensor(v, dtype=mg.float64, requires_grad=True) for v in (base, exponent))
+            ta, tb = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (base, exponent))
+            form(a, b).backward()
+            form(ta, tb).backward()
+            for t, tt in ((a, ta), (b, tb)):
+                expected = None if tt.grad is None else tt.grad.item()
+                got = None if t.grad is None else t.grad.item()
+                assert (got is None) == (expected is None)
+                if got is not None:
+                    np.testing.assert_allclose(got, expected, rtol=1e-14)  # inf and nan must match too

@@ -20,9 +20,63 @@ def test_scalars_do_not_upcast():
         assert y.dtype == mg.float32
     assert (x64 * 2.5).dtype == mg.float64
     assert (mg.tensor([1, 2]) * 2).dtype == mg.int64
-    assert (mg.tensor([1, 2]) * 0.5).dtype.kind == "f"
+    assert (mg.tensor([1, 2]) * 0.5).dtype == mg.float32
     assert (mg.tensor([True, False]) + 2).tolist() == [3, 2]
     assert (mg.tensor([True, False]) | False).tolist() == [True, False]
+
+
+I32, I64, F16, F32, F64, B = (np.dtype(d) for d in ("int32", "int64", "float16", "float32", "float64", "bool"))
+
+
+@pytest.mark.parametrize("a, b, op, expected", [
+    ((I64, (2,)), 0.5, "mul", F32), ((I64, (2,)), (I64, (2,)), "truediv", F32), ((B, (2,)), (B, (2,)), "truediv", F32),
+    ((I64, (2,)), (F32, (2,)), "add", F32), (0.7, (I64, (2,)), "pow", F32), ((F16, (2,)), (F32, (2,)), "add", F32),
+    ((F16, (2,)), 2.5, "mul", F16), ((I32, (2,)), 2, "add", I32), ((B, (2,)), (B, (2,)), "add", B),
+    ((B, (2,)), 2, "add", I64), ((I32, (2,)), (F64, ()), "add", F64), ((F16, (2,)), (F64, ()), "add", F16),
+    ((I32, (2,)), (I64, ()), "add", I32), ((I32, ()), (I64, ()), "add", I64), ((I64, (2,)), (F16, (2,)), "sub", F16),
+    ((F32, (2,)), (I32, (2,)), "lt", B), ((I32, (2,)), (I64, (2,)), "and_", I64), (True, (I32, (2,)), "or_", I32),
+])
+def test_binary_ops_promote_as_torch(a, b, op, expected):
+    import operator
+    make = lambda s: mg.ones(s[1], dtype=s[0]) if isinstance(s, tuple) else s  # noqa: E731
+    assert getattr(operator, op)(make(a), make(b)).dtype == expected
+
+
+def test_promotion_is_differentiable_and_keeps_gradient_dtypes():
+    x = mg.ones(3, dtype=mg.float16, requires_grad=True)
+    w = mg.ones(3, requires_grad=True)
+    y = x * w
+    assert y.dtype == mg.float32
+    y.sum().backward()
+    assert x.grad.dtype == mg.float16 and w.grad.dtype == mg.float32
+
+
+def test_bool_subtraction_and_negation_raise_as_torch():
+    b = mg.tensor([True, False])
+    for bad in (lambda: b - b, lambda: b - 1, lambda: 2 - b, lambda: -b, lambda: mg.tensor([1, 2]) ** -1):
+        with pytest.raises(RuntimeError):
+            bad()
+
+
+def test_bitwise_ops_on_integers_and_bools():
+    x = mg.tensor([6, 3])
+    assert (x & 5).tolist() == [4, 1] and (5 & x).tolist() == [4, 1]
+    assert (x | 5).tolist() == [7, 7] and (5 | x).tolist() == [7, 7]
+    assert (x ^ 5).tolist() == [3, 6] and (5 ^ x).tolist() == [3, 6]
+    assert (~x).tolist() == [-7, -4]
+    b = mg.tensor([True, False])
+    assert (b & True).tolist() == [True, False] and (True ^ b).tolist() == [False, True] and (~b).tolist() == [False, True]
+    with pytest.raises(TypeError):
+        ~mg.ones(2)
+    with pytest.raises(NotImplementedError):
+        mg.ones(2) & mg.ones(2)
+
+
+def test_full_infers_its_dtype_from_the_fill_value():
+    assert mg.full((2,), 4).dtype == mg.int64
+    assert mg.full((2,), True).dtype == mg.bool
+    assert mg.full((2,), 1.5).dtype == mg.float32
+    assert mg.full((2,), 4, dtype=mg.float64).dtype == mg.float64
 
 
 def test_creation_shapes_as_ints_or_tuple():

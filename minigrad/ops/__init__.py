@@ -1,6 +1,8 @@
 """The differentiable primitives. Each is a Function with forward and backward side by side."""
+from . import dtypes  # noqa: F401
+from .dtypes import result_type, promote_types  # noqa: F401
 from .elementwise import (add, sub, mul, div, pow, pow_scalar, neg, exp, log, sqrt, abs_, clip,  # noqa: F401
-                          relu, sigmoid, tanh, where)
+                          relu, sigmoid, tanh, compare, bitwise, invert, where)
 from .reduce import sum, mean, max, min, amax, amin, softmax, log_softmax  # noqa: F401
 from .movement import (expand, broadcast, reshape, flatten, transpose, permute, getitem, cat, stack,  # noqa: F401
                        cast, to)

@@ -318,5 +318,8 @@ def tanh(x): return Tanh.apply(x)
 
 def where(cond, a, b):
     if cond.dtype.kind != "b":
-        raise TypeError(f"where: condition must be a bool tensor, found {cond.dtype}")
-    return Where.apply(*broadcast(cond, a, b))
+        raise RuntimeError(f"where: expected condition to be a bool tensor, found {cond.dtype}")
+    a, b = binary(a, b)
+    if cond.shape != a.shape or cond.shape != b.shape:
+        broadcast_shape(cond.shape, a.shape, b.shape)
+    return Where.apply(cond, a, b)

@@ -1,6 +1,7 @@
 """Matrix products."""
 from .. import kernels
 from ..autograd import Function
+from .dtypes import promote
 from .movement import ShapeError, sum_to_shape
 
 
@@ -42,4 +43,4 @@ class MatMul(Function):
 
 
 def matmul(a, b):
-    return MatMul.apply(a, b)
+    return MatMul.apply(*promote(a, b))
