@@ -10,6 +10,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdlib>
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -256,71 +257,92 @@ py::tuple backward(const py::array& gy, const py::array& saved, Act act, const p
 
 bool is_f64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
 
-// A flat optimizer buffer of dtype T, writeable, with n elements (checked, never converted).
-template <typename T> T* flat(const py::object& obj, const char* name, py::ssize_t n) {
-  if (obj.is_none()) return nullptr;
-  auto a = obj.cast<py::array>();
-  check<T>(a, name, true);
-  if (a.size() != n)
-    throw py::value_error(std::string(name) + " has " + std::to_string(a.size()) +
-                          " elements, expected " + std::to_string(n));
-  return static_cast<T*>(a.mutable_data());
-}
+// ---------------------------------------------------------------------------------------------
+// optimizers: one call per parameter group over lists with one entry per parameter, as PyTorch's
+// fused optimizers take them; each parameter's arrays are read and written where they are.
 
-// The gradient of a flat buffer of n elements: one flat array, or a list of arrays (each
-// parameter's own .grad, in the buffer's order) read where backward left them instead of being
-// gathered into one buffer first. Holds references to the arrays while the update runs.
-template <typename T> struct GradPieces {
-  std::vector<py::array> arrays;
-  GradPieces(const py::object& g, py::ssize_t n) {
-    if (py::isinstance<py::list>(g) || py::isinstance<py::tuple>(g)) {
-      for (auto h : g) arrays.push_back(py::reinterpret_borrow<py::object>(h).cast<py::array>());
-    } else {
-      arrays.push_back(g.cast<py::array>());
+// The arrays of one fused optimizer step: the parameters, their gradients and each state list
+// (None for a state the update does not keep). ok is false, and nothing may be written, unless
+// every array is a NumPy array of dtype T, C-contiguous and of its parameter's shape (parameters
+// and states writeable): the caller then runs its plain update, which also names what is wrong.
+template <typename T> struct StepLists {
+  bool ok = false;
+  size_t count;
+  std::vector<py::array> keep;      // holds the arrays while the GIL is released
+  std::vector<T*> p;
+  std::vector<const T*> g;
+  std::vector<std::vector<T*>> s;   // s[k][i]: state list k's array for parameter i (null: no list)
+  std::vector<int64_t> n;
+
+  StepLists(const py::list& params, const py::list& grads, std::initializer_list<py::object> states)
+      : count(params.size()), s(states.size(), std::vector<T*>(params.size(), nullptr)) {
+    if (grads.size() != count) return;
+    for (const auto& st : states)
+      if (!st.is_none() && py::len(st) != count) return;
+    keep.reserve(count * (2 + states.size()));
+    for (size_t i = 0; i < count; ++i) {
+      T* pp;
+      if (!take(params[i], nullptr, true, pp)) return;
+      const std::vector<py::ssize_t> shape(keep.back().shape(), keep.back().shape() + keep.back().ndim());
+      T* gp;
+      if (!take(grads[i], &shape, false, gp)) return;
+      size_t k = 0;
+      for (const auto& st : states) {
+        if (!st.is_none() && !take(py::reinterpret_borrow<py::list>(st)[i], &shape, true, s[k][i])) return;
+        ++k;
+      }
+      p.push_back(pp);
+      g.push_back(gp);
+      n.push_back(static_cast<int64_t>(keep.back().size()));
     }
-    py::ssize_t total = 0;
-    for (auto& a : arrays) {
-      check<T>(a, "g");
-      total += a.size();
-    }
-    if (total != n)
-      throw py::value_error("g has " + std::to_string(total) + " elements, expected " + std::to_string(n));
+    ok = true;
   }
-  // f(offset, pointer, length) for each piece, in order
-  template <typename F> void each(const F& f) const {
-    py::ssize_t offset = 0;
-    for (auto& a : arrays) {
-      f(offset, static_cast<const T*>(a.data()), a.size());
-      offset += a.size();
-    }
+
+  bool take(const py::handle& h, const std::vector<py::ssize_t>* shape, bool writeable, T*& ptr) {
+    if (!py::isinstance<py::array_t<T>>(h)) return false;
+    auto a = py::reinterpret_borrow<py::array>(h);
+    if (!(a.flags() & py::array::c_style) || (writeable && !a.writeable())) return false;
+    if (shape && (static_cast<size_t>(a.ndim()) != shape->size() ||
+                  !std::equal(shape->begin(), shape->end(), a.shape())))
+      return false;
+    ptr = static_cast<T*>(const_cast<void*>(a.data()));
+    keep.push_back(std::move(a));
+    return true;
   }
 };
 
-template <typename T> T* at(T* p, py::ssize_t offset) { return p ? p + offset : nullptr; }
-
-template <typename T>
-void adam(const py::array& p, const py::object& g, const py::object& m, const py::object& v,
-          const py::object& vmax, const minigrad::AdamArgs& args) {
-  auto n = p.size();
-  T* pp = flat<T>(p, "p", n);
-  GradPieces<T> grads(g, n);
-  T *mp = flat<T>(m, "m", n), *vp = flat<T>(v, "v", n), *xp = flat<T>(vmax, "vmax", n);
-  py::gil_scoped_release release;
-  grads.each([&](py::ssize_t o, const T* gp, py::ssize_t k) {
-    minigrad::adam_step<T>(pp + o, gp, mp + o, vp + o, at(xp, o), k, args);
-  });
+// Whether a step's parameters are float64 (else float32, or something the kernels do not take).
+bool f64_params(const py::list& params) {
+  return params.size() && py::isinstance<py::array_t<double>>(params[0]);
 }
 
 template <typename T>
-void sgd(const py::array& p, const py::object& g, const py::object& buf, const minigrad::SGDArgs& args) {
-  auto n = p.size();
-  T* pp = flat<T>(p, "p", n);
-  GradPieces<T> grads(g, n);
-  T* bp = flat<T>(buf, "momentum_buffer", n);
+bool adam(const py::list& params, const py::list& grads, const py::object& m, const py::object& v,
+          const py::object& vmax, const std::vector<double>& step_sizes,
+          const std::vector<double>& bias2_sqrts, minigrad::AdamArgs args) {
+  StepLists<T> l(params, grads, {m, v, vmax});
+  if (!l.ok || m.is_none() || v.is_none() || step_sizes.size() != l.count || bias2_sqrts.size() != l.count)
+    return false;
   py::gil_scoped_release release;
-  grads.each([&](py::ssize_t o, const T* gp, py::ssize_t k) {
-    minigrad::sgd_step<T>(pp + o, gp, at(bp, o), k, args);
-  });
+  for (size_t i = 0; i < l.count; ++i) {
+    args.step_size = step_sizes[i];
+    args.bias2_sqrt = bias2_sqrts[i];
+    minigrad::adam_step<T>(l.p[i], l.g[i], l.s[0][i], l.s[1][i], l.s[2][i], l.n[i], args);
+  }
+  return true;
+}
+
+template <typename T>
+bool sgd(const py::list& params, const py::list& grads, const py::object& bufs,
+         const std::vector<bool>& first_steps, minigrad::SGDArgs args) {
+  StepLists<T> l(params, grads, {bufs});
+  if (!l.ok || (!bufs.is_none() && first_steps.size() != l.count)) return false;
+  py::gil_scoped_release release;
+  for (size_t i = 0; i < l.count; ++i) {
+    args.first_step = !bufs.is_none() && first_steps[i];
+    minigrad::sgd_step<T>(l.p[i], l.g[i], l.s[0][i], l.n[i], args);
+  }
+  return true;
 }
 
 }  // namespace
@@ -366,30 +388,38 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "adam_step",
-      [](const py::array& p, const py::object& g, const py::object& exp_avg, const py::object& exp_avg_sq,
-         const py::object& max_exp_avg_sq, double lr, double beta1, double beta2, double eps,
-         double weight_decay, bool decoupled, double step_size, double bias2_sqrt) {
-        minigrad::AdamArgs a{lr, beta1, beta2, eps, weight_decay, decoupled, step_size, bias2_sqrt};
-        is_f64(p) ? adam<double>(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, a)
-                  : adam<float>(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, a);
+      [](const py::list& params, const py::list& grads, const py::object& exp_avgs,
+         const py::object& exp_avg_sqs, const py::object& max_exp_avg_sqs,
+         const std::vector<double>& step_sizes, const std::vector<double>& bias2_sqrts, double lr,
+         double beta1, double beta2, double eps, double weight_decay, bool decoupled) {
+        minigrad::AdamArgs a{lr, beta1, beta2, eps, weight_decay, decoupled, 0, 0};
+        return f64_params(params) ? adam<double>(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                                                 step_sizes, bias2_sqrts, a)
+                                  : adam<float>(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                                                step_sizes, bias2_sqrts, a);
       },
-      py::arg("p"), py::arg("g"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("max_exp_avg_sq"),
-      py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-      py::arg("decoupled"), py::arg("step_size"), py::arg("bias2_sqrt"),
-      "One Adam/AdamW step in place over flat C-contiguous buffers of one dtype (max_exp_avg_sq None without "
-      "amsgrad); g is a flat buffer or a list of C-contiguous arrays that together cover p in order.");
+      py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"),
+      py::arg("max_exp_avg_sqs"), py::arg("step_sizes"), py::arg("bias2_sqrts"), py::arg("lr"),
+      py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled"),
+      "One Adam/AdamW step in place over lists with one array per parameter (max_exp_avg_sqs None "
+      "without amsgrad); per parameter, step_sizes = lr / (1 - beta1^t), bias2_sqrts = "
+      "sqrt(1 - beta2^t). False, having written nothing, unless every array is C-contiguous "
+      "float32 (or every one float64) of its parameter's shape.");
 
   m.def(
       "sgd_step",
-      [](const py::array& p, const py::object& g, const py::object& buf, double lr, double momentum,
-         double dampening, double weight_decay, bool nesterov, bool first_step) {
-        minigrad::SGDArgs a{lr, momentum, dampening, weight_decay, nesterov, first_step};
-        is_f64(p) ? sgd<double>(p, g, buf, a) : sgd<float>(p, g, buf, a);
+      [](const py::list& params, const py::list& grads, const py::object& bufs,
+         const std::vector<bool>& first_steps, double lr, double momentum, double dampening,
+         double weight_decay, bool nesterov) {
+        minigrad::SGDArgs a{lr, momentum, dampening, weight_decay, nesterov, false};
+        return f64_params(params) ? sgd<double>(params, grads, bufs, first_steps, a)
+                                  : sgd<float>(params, grads, bufs, first_steps, a);
       },
-      py::arg("p"), py::arg("g"), py::arg("momentum_buffer"), py::arg("lr"), py::arg("momentum"),
-      py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("first_step"),
-      "One SGD step in place over flat C-contiguous buffers (momentum_buffer None without momentum); g as "
-      "for adam_step.");
+      py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"), py::arg("first_steps"),
+      py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"),
+      py::arg("nesterov"),
+      "One SGD step in place over lists with one array per parameter (momentum_buffers None without "
+      "momentum; first_steps[i]: parameter i's buffer starts as its gradient). Returns as adam_step.");
 
   minigrad::bind_blas(m);
 

@@ -1,6 +1,6 @@
-"""mg.optim: PyTorch parity of SGD / Adam / AdamW and the schedulers over 60 steps, flat-buffer
-behaviour (views, re-flattening after model.to or replaced arrays, skipped parameters), state
-dicts with exact resume, and argument validation."""
+"""mg.optim: PyTorch parity of SGD / Adam / AdamW / RMSprop / Adagrad over 60 steps, per-parameter
+state (following replaced arrays, skipped parameters), the fused C++ update against the plain one,
+state dicts with exact resume, Keras' arguments and argument validation."""
 import numpy as np
 import pytest
 
@@ -73,6 +73,12 @@ OPTIMIZERS = [
     ("Adam", dict(lr=1e-2, betas=(0.3, 0.9))),        # torch.lerp's other branch (weight >= 0.5)
     ("AdamW", dict(lr=1e-2)),
     ("AdamW", dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
+    ("RMSprop", dict()),
+    ("RMSprop", dict(lr=1e-3, alpha=0.9, eps=1e-6, weight_decay=1e-2, momentum=0.9)),
+    ("RMSprop", dict(lr=1e-3, centered=True)),
+    ("RMSprop", dict(lr=1e-3, alpha=0.3, momentum=0.5, centered=True)),  # lerp's other branch
+    ("Adagrad", dict()),
+    ("Adagrad", dict(lr=0.05, lr_decay=1e-2, weight_decay=1e-2, initial_accumulator_value=0.1, eps=1e-6)),
 ]
 
 
@@ -168,21 +174,22 @@ def test_torch_parity_param_groups():
     assert [g["lr"] for g in opt.param_groups] == [0.05, 0.01]
 
 
-# --- flat buffers ------------------------------------------------------------------------------
-def test_parameters_are_views_of_one_flat_buffer():
+# --- per-parameter state -----------------------------------------------------------------------
+def test_state_is_per_parameter_with_pytorch_keys():
     model = make_model(mg.float32)
-    opt = optim.SGD(model.parameters(), lr=0.1)
-    bases = {id(p.data.base) for p in model.parameters()}
-    assert len(bases) == 1
-    flat = next(iter(model.parameters())).data.base
-    assert flat.size == sum(p.data.size for p in model.parameters())
-    assert len(opt._buckets[0]) == 1
+    opt = optim.Adam(model.parameters(), lr=0.1)
+    assert len(opt.state) == 0
+    train(model, opt, batches(2), dtype=np.float32)
+    for p in model.parameters():
+        st = opt.state[p]
+        assert set(st) == {"step", "exp_avg", "exp_avg_sq"} and st["step"] == 2
+        assert isinstance(st["exp_avg"], mg.Tensor) and st["exp_avg"].shape == p.shape
+        assert st["exp_avg"].dtype == np.float32
 
 
-def test_mixed_dtypes_get_one_buffer_each():
+def test_mixed_dtypes_keep_their_own_state():
     a, b = nn.Linear(3, 2), nn.Linear(3, 2).double()
     opt = optim.Adam(list(a.parameters()) + list(b.parameters()))
-    assert len(opt._buckets[0]) == 2
     a(mg.ones(1, 3)).sum().backward()
     b(mg.ones(1, 3, dtype=mg.float64)).sum().backward()
     before = [p.numpy().copy() for p in list(a.parameters()) + list(b.parameters())]
@@ -190,10 +197,11 @@ def test_mixed_dtypes_get_one_buffer_each():
     after = [p.numpy() for p in list(a.parameters()) + list(b.parameters())]
     assert all((x != y).any() for x, y in zip(before[::2], after[::2]))   # weights moved
     assert a.weight.dtype == np.float32 and b.weight.dtype == np.float64
+    assert opt.state[a.weight]["exp_avg"].dtype == np.float32 and opt.state[b.weight]["exp_avg"].dtype == np.float64
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam"])
-def test_model_to_after_optimizer_reflattens(name):
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop", "Adagrad"])
+def test_model_to_after_optimizer_moves_the_state(name):
     """model.to(dtype) replaces the parameters' arrays: the optimizer must train the new ones and
     carry its state over, exactly as an optimizer rebuilt from a state dict would."""
     data = batches(12)
@@ -207,7 +215,6 @@ def test_model_to_after_optimizer_reflattens(name):
 
     m1.to(mg.float64)
     ours = train(m1, o1, data[6:])
-    assert all(p.data.base is not None for p in m1.parameters())  # views of a new float64 buffer
     assert all(v.dtype == np.float64 for st in o1.state.values() for k, v in st.items() if k != "step")
 
     m2.to(mg.float64)
@@ -228,6 +235,14 @@ def test_replaced_parameter_array_is_trained():
     p.grad = mg.ones(3)
     opt.step()
     np.testing.assert_array_equal(p.numpy(), [3.0, 3.0, 3.0])
+
+
+def test_parameters_are_updated_in_place():
+    model = make_model(mg.float32)
+    opt = optim.Adam(model.parameters(), lr=0.1)
+    arrays = [p.data for p in model.parameters()]
+    train(model, opt, batches(2), dtype=np.float32)
+    assert all(p.data is a for p, a in zip(model.parameters(), arrays))
 
 
 def test_load_state_dict_on_model_keeps_views():
@@ -384,8 +399,10 @@ def test_argument_validation():
         optim.SGD(ps, lr=-1)
     with pytest.raises(ValueError, match="Nesterov momentum requires a momentum > 0 and zero dampening"):
         optim.SGD(ps, lr=0.1, nesterov=True)
-    with pytest.raises(ValueError, match="required optimization parameter lr"):
-        optim.SGD(ps)
+    with pytest.raises(ValueError, match="invalid eps -1"):
+        optim.RMSprop(ps, eps=-1)
+    with pytest.raises(ValueError, match="invalid lr_decay -0.5"):
+        optim.Adagrad(ps, lr_decay=-0.5)
     with pytest.raises(ValueError, match=r"betas must lie in \[0, 1\)"):
         optim.Adam(ps, betas=(0.9, 1.0))
     with pytest.raises(ValueError, match="empty parameter list"):
@@ -433,64 +450,73 @@ def test_gradient_of_wrong_shape_is_named():
         opt.step()
 
 
-@pytest.mark.skipif(mg.backend.ext() is None, reason="minigrad._C not built")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("make", [
-    lambda ps: mg.optim.SGD(ps, lr=0.05),
-    lambda ps: mg.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2),
-    lambda ps: mg.optim.SGD(ps, lr=0.05, momentum=0.8, dampening=0.3),
-    lambda ps: mg.optim.Adam(ps, lr=1e-2),
-    lambda ps: mg.optim.Adam(ps, lr=1e-2, betas=(0.3, 0.9), weight_decay=1e-2, amsgrad=True),
-    lambda ps: mg.optim.AdamW(ps, lr=1e-2),
+    lambda ps, **f: mg.optim.SGD(ps, lr=0.05, **f),
+    lambda ps, **f: mg.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2, **f),
+    lambda ps, **f: mg.optim.SGD(ps, lr=0.05, momentum=0.8, dampening=0.3, **f),
+    lambda ps, **f: mg.optim.Adam(ps, lr=1e-2, **f),
+    lambda ps, **f: mg.optim.Adam(ps, lr=1e-2, betas=(0.3, 0.9), weight_decay=1e-2, amsgrad=True, **f),
+    lambda ps, **f: mg.optim.AdamW(ps, lr=1e-2, **f),
 ], ids=["sgd", "sgd-nesterov-wd", "sgd-dampening", "adam", "adam-lerp-wd-amsgrad", "adamw"])
-def test_fused_cpp_update_equals_the_numpy_one_bit_for_bit(make, dtype, monkeypatch):
-    """The C++ optimizer kernels follow the NumPy code's order of operations exactly."""
-    from minigrad import kernels
-
-    def run():
+def test_fused_cpp_update_equals_the_plain_one_bit_for_bit(make, dtype):
+    """The C++ kernels follow the plain update's order of operations exactly, parameter by parameter,
+    also when some parameters skip a step (their step counts and momentum buffers then differ)."""
+    def run(fused):
         rng = np.random.default_rng(0)
         params = [mg.tensor(rng.standard_normal(s).astype(dtype), requires_grad=True) for s in [(7, 5), (5,), (3,)]]
-        opt = make(params)
-        for _ in range(5):
-            for p in params:
-                p.grad = mg.tensor(rng.standard_normal(p.shape).astype(dtype))
+        opt = make(params, fused=fused)
+        for i in range(6):
+            for j, p in enumerate(params):
+                p.grad = mg.tensor(rng.standard_normal(p.shape).astype(dtype)) if i % 2 or j else None
             opt.step()
-        return [p.numpy().copy() for p in params]
+        return [p.numpy().copy() for p in params] + [v.numpy() for st in opt.state.values()
+                                                      for v in st.values() if isinstance(v, mg.Tensor)]
 
-    fused = run()
-    real_path = kernels.path
-    monkeypatch.setattr(kernels, "path", lambda *a: "NumPy" if real_path(*a) == "C++" else real_path(*a))
-    for a, b in zip(fused, run()):
+    plain = run(False)
+    fused = run(True if mg.backend.ext() is not None else None)   # True: the C++ kernel or an error
+    assert len(fused) == len(plain)
+    for a, b in zip(fused, plain):
         np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.skipif(mg.backend.ext() is None, reason="minigrad._C not built")
-@pytest.mark.parametrize("kind", ["adam", "sgd"])
-def test_fused_update_reads_gradient_pieces_as_one_flat_buffer(kind):
-    """The parameters' own .grad arrays, in order, stand for the gathered flat gradient."""
+def test_kernel_refuses_arrays_it_cannot_read_and_writes_nothing():
+    """The C++ update takes only C-contiguous arrays of the parameters' dtype and shapes; anything
+    else returns False before a single element is written."""
     from minigrad import kernels
     rng = np.random.default_rng(1)
-    pieces = [rng.standard_normal(s).astype(np.float32) for s in [(4, 3), (3,), (1,)]]
-    flat_g = np.concatenate([g.reshape(-1) for g in pieces])
+    ps = [rng.standard_normal(s).astype(np.float32) for s in [(4, 3), (3,)]]
+    gs = [rng.standard_normal(s).astype(np.float32) for s in [(4, 3), (3,)]]
+    bufs = [np.zeros_like(p) for p in ps]
 
-    def run(g):
-        p, s1, s2 = (np.linspace(-1, 1, 16, dtype=np.float32) for _ in range(3))
-        if kind == "adam":
-            kernels.adam_step(p, g, s1, s2, None, lr=0.1, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.01,
-                              decoupled=False, step_size=1.0, bias2_sqrt=0.1)
-        else:
-            kernels.sgd_step(p, g, s1, lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.01, nesterov=True,
-                             first_step=False)
-        return p, s1, s2
+    def step(params, grads, buffers):
+        return kernels.sgd_step(params, grads, buffers, [False, False], 0.1, 0.9, 0.0, 0.0, False)
 
-    for a, b in zip(run(pieces), run(flat_g)):
-        np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match="g has 15 elements, expected 16"):
-        run(pieces[:2] + [np.zeros(0, np.float32)])
+    before = [p.copy() for p in ps]
+    for grads, buffers in [([gs[0], gs[1].astype(np.float64)], bufs),        # a float64 gradient
+                           ([gs[0], gs[1][None]], bufs),                     # another shape, same size
+                           ([gs[0].T.copy().T, gs[1]], bufs),                 # not C-contiguous
+                           (gs[:1], bufs),                                   # one gradient short
+                           (gs, [bufs[0], bufs[1].astype(np.float64)])]:     # a float64 state
+        assert step(ps, grads, buffers) is False
+        for a, b in zip(ps, before):
+            np.testing.assert_array_equal(a, b)
+    assert step(ps, gs, bufs) is True
+    assert not np.array_equal(ps[0], before[0])
 
 
-def test_gradients_the_kernel_cannot_read_are_gathered():
-    """A transposed (non-contiguous) .grad takes the gathering path, with the same result."""
+def test_fused_true_without_a_kernel_raises():
+    p = nn.Parameter(mg.ones(3, dtype=mg.float16))
+    p.grad = mg.ones(3, dtype=mg.float16)
+    with pytest.raises(RuntimeError, match="fused=True"):
+        optim.Adam([p], fused=True).step()
+    optim.Adam([p]).step()                   # fused=None: the plain update
+    assert p.dtype == np.float16 and (p.numpy() < 1).all()
+
+
+def test_gradients_the_kernel_cannot_read_take_the_plain_path():
+    """A transposed (non-contiguous) .grad takes the plain update, with the same result."""
     from minigrad.tensor import _wrap
     rng = np.random.default_rng(2)
     w0, g = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
@@ -502,3 +528,72 @@ def test_gradients_the_kernel_cannot_read_are_gathered():
         opt.step()
         results.append(w.numpy())
     np.testing.assert_array_equal(results[0], results[1])
+
+
+# --- PyTorch's defaults, state dict layout and Keras' arguments -----------------------------------
+ALL = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ALL)
+def test_defaults_are_pytorchs(name):
+    ours = getattr(optim, name)(make_model().parameters()).param_groups[0]
+    theirs = getattr(torch.optim, name)(torch_model(make_model()).parameters()).param_groups[0]
+    assert {k: v for k, v in ours.items() if k != "params"}.items() <= {k: v for k, v in theirs.items()
+                                                                       if k != "params"}.items()
+
+
+@needs_torch
+@pytest.mark.parametrize("name, kwargs", [("SGD", dict(momentum=0.9)), ("Adam", dict(amsgrad=True)), ("AdamW", {}),
+                                          ("RMSprop", dict(momentum=0.5, centered=True)), ("RMSprop", {}),
+                                          ("Adagrad", {})])
+def test_state_dict_layout_and_round_trip_like_pytorch(name, kwargs):
+    """The same state keys, shapes and step counts as PyTorch's, before and after steps; a torch
+    state dict loads into minigrad and ours into torch, and both continue as PyTorch does."""
+    model = make_model()
+    t = torch_model(model)
+    data = batches(30)
+    opt, topt = getattr(optim, name)(model.parameters(), **kwargs), getattr(torch.optim, name)(t.parameters(), **kwargs)
+    for steps in (0, 10):
+        train(model, opt, data[:steps]), torch_train(t, topt, data[:steps])
+        sd, tsd = opt.state_dict(), topt.state_dict()
+        assert sd["state"].keys() == tsd["state"].keys()
+        for i, st in tsd["state"].items():
+            assert sd["state"][i].keys() == st.keys()
+            for k, v in st.items():
+                if k == "step":
+                    assert sd["state"][i][k] == int(v)
+                else:
+                    np.testing.assert_allclose(sd["state"][i][k].numpy(), v.numpy(), rtol=1e-9, atol=1e-12)
+    # torch's state dict into minigrad, and minigrad's into torch
+    m2 = make_model(seed=4)
+    for p, q in zip(m2.parameters(), model.parameters()):
+        p.data[...] = q.numpy()
+    o2 = getattr(optim, name)(m2.parameters(), **kwargs)
+    o2.load_state_dict({"state": {i: {k: v if k == "step" else v.numpy() for k, v in st.items()}
+                                  for i, st in tsd["state"].items()}, "param_groups": tsd["param_groups"]})
+    t2 = torch_model(model)
+    to2 = getattr(torch.optim, name)(t2.parameters(), **kwargs)
+    to2.load_state_dict({"state": {i: {k: torch.tensor(float(v)) if k == "step" else torch.tensor(v.numpy())
+                                       for k, v in st.items()} for i, st in sd["state"].items()},
+                         "param_groups": tsd["param_groups"]})
+    ref = torch_train(t, topt, data[10:])
+    assert_params_close(train(model, opt, data[10:]), ref)
+    assert_params_close(train(m2, o2, data[10:]), ref)
+    assert_params_close(torch_train(t2, to2, data[10:]), ref)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("arg, hint", [("decay", "InverseTimeDecay"), ("clipnorm", "clip_grad_norm_"),
+                                       ("global_clipnorm", "clip_grad_norm_"), ("clipvalue", "clip_grad_value_"),
+                                       ("learning_rate", "lr="), ("epsilon", "eps=")])
+def test_keras_arguments_name_the_minigrad_equivalent(name, arg, hint):
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{arg}'.*Keras.*{hint}"):
+        getattr(optim, name)(make_model().parameters(), **{arg: 0.1})
+
+
+def test_other_unknown_arguments_are_plain_type_errors():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lrr'"):
+        optim.SGD(make_model().parameters(), lrr=0.1)
+    opt = optim.Adagrad(make_model().parameters(), initial_accumulator_value=0.5)   # a PyTorch argument too
+    assert opt.param_groups[0]["initial_accumulator_value"] == 0.5

@@ -1,5 +1,8 @@
-"""mg.optim: SGD, Adam, AdamW on flat parameter buffers, and lr_scheduler."""
+"""mg.optim: SGD, Adam, AdamW, RMSprop, Adagrad (PyTorch's param_groups and per-parameter state), and
+lr_scheduler."""
 from . import lr_scheduler  # noqa: F401
+from .adagrad import Adagrad  # noqa: F401
 from .adam import Adam, AdamW  # noqa: F401
 from .optimizer import Optimizer  # noqa: F401
+from .rmsprop import RMSprop  # noqa: F401
 from .sgd import SGD  # noqa: F401

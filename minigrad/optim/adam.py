@@ -3,88 +3,94 @@ import math
 
 from .. import kernels
 from ..backend import get_array_module
-from .optimizer import Optimizer
+from ..tensor import _wrap
+from .optimizer import Optimizer, fused_or_plain
 
 
 class Adam(Optimizer):
-    """PyTorch's Adam, on flat buffers (t is the parameter's step count):
-
-        g = grad + weight_decay * p                   (Adam; AdamW instead scales p by 1 - lr * weight_decay)
-        m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g
-        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
-
-    amsgrad=True uses the running maximum of v in the denominator."""
-    _n_work = 2
-    _has_step = True
+    """PyTorch's Adam; fused as for SGD."""
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
+                 fused=None):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad))
+                                      amsgrad=amsgrad, fused=fused))
 
     def _check_group(self, group):
-        name = type(self).__name__
-        if group["lr"] < 0:
-            raise ValueError(f"{name}: invalid learning rate {group['lr']} (must be >= 0)")
-        if group["eps"] < 0:
-            raise ValueError(f"{name}: invalid eps {group['eps']} (must be >= 0)")
+        self._check(group, "lr", group["lr"] >= 0, "must be >= 0")
+        self._check(group, "eps", group["eps"] >= 0, "must be >= 0")
         b1, b2 = group["betas"]
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"{name}: betas must lie in [0, 1), found {group['betas']}")
-        if group["weight_decay"] < 0:
-            raise ValueError(f"{name}: invalid weight_decay {group['weight_decay']} (must be >= 0)")
+            raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), found {group['betas']}")
+        self._check(group, "weight_decay", group["weight_decay"] >= 0, "must be >= 0")
         group["betas"] = (b1, b2)
 
-    def _state_names(self, group):
-        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
-
-    def _fused_update(self, group, p, grads, state, step):
-        beta1, beta2 = group["betas"]
-        return kernels.adam_step(p, grads, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
-                                 lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                                 weight_decay=group["weight_decay"], decoupled=self._decoupled,
-                                 step_size=group["lr"] / (1 - beta1 ** step),
-                                 bias2_sqrt=math.sqrt(1 - beta2 ** step))
-
-    def _update(self, group, p, g, state, step, work):
-        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        beta1, beta2 = group["betas"]
-        step_size = lr / (1 - beta1 ** step)
-        xp, t1, t2 = get_array_module(p), work[0], work[1]
-        if wd:
-            if self._decoupled:
-                p *= 1 - lr * wd
-            else:
-                xp.multiply(p, wd, out=t1)
-                g += t1
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        w = 1 - beta1
-        xp.subtract(g, m, out=t1)                  # torch.lerp(m, g, w), both of its branches
-        if w < 0.5:
-            t1 *= w
-            m += t1
-        else:
-            t1 *= 1 - w
-            xp.subtract(g, t1, out=m)
-        v *= beta2
-        xp.multiply(g, 1 - beta2, out=t1)
-        t1 *= g
-        v += t1
-        if group["amsgrad"]:
-            vmax = state["max_exp_avg_sq"]
-            xp.maximum(vmax, v, out=vmax)
-            v = vmax
-        xp.sqrt(v, out=t1)
-        t1 /= math.sqrt(1 - beta2 ** step)
-        t1 += eps
-        xp.divide(m, t1, out=t2)
-        t2 *= -step_size
-        p += t2
+    def step(self, closure=None):
+        loss = self._closure_loss(closure)
+        for group in self.param_groups:
+            params, arrays, grads, states = self._params_with_grad(group)
+            if not params:
+                continue
+            amsgrad = group["amsgrad"]
+            for p, st in zip(params, states):
+                if not st:
+                    xp = get_array_module(p.data)
+                    st["step"] = 0
+                    st["exp_avg"] = _wrap(xp.zeros_like(p.data), p.device)
+                    st["exp_avg_sq"] = _wrap(xp.zeros_like(p.data), p.device)
+                    if amsgrad:
+                        st["max_exp_avg_sq"] = _wrap(xp.zeros_like(p.data), p.device)
+                st["step"] += 1
+            beta1, beta2 = group["betas"]
+            adam(arrays, grads, [st["exp_avg"].data for st in states], [st["exp_avg_sq"].data for st in states],
+                 [st["max_exp_avg_sq"].data for st in states] if amsgrad else None, [st["step"] for st in states],
+                 lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+                 decoupled=self._decoupled, fused=group["fused"])
+        return loss
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (p *= 1 - lr * weight_decay before the Adam step)."""
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, fused=fused)
+
+
+def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay,
+         decoupled=False, fused=None):
+    """Adam on lists of arrays, in place, per parameter (t: its step count, already advanced):
+
+        g = grad + weight_decay * p                   (AdamW instead scales p by 1 - lr * weight_decay)
+        m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g;  v = max(vmax, v) (amsgrad)
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)"""
+    step_sizes = [lr / (1 - beta1 ** t) for t in steps]
+    bias2_sqrts = [math.sqrt(1 - beta2 ** t) for t in steps]
+
+    def plain():
+        w = 1 - beta1
+        for i, (p, g) in enumerate(zip(params, grads)):
+            xp = get_array_module(p)
+            if weight_decay:
+                if decoupled:
+                    p *= 1 - lr * weight_decay
+                else:
+                    g = g + xp.multiply(p, weight_decay)
+            m, v = exp_avgs[i], exp_avg_sqs[i]
+            d = g - m                                   # torch.lerp(m, g, w), both of its branches
+            if w < 0.5:
+                m += d * w
+            else:
+                xp.subtract(g, d * (1 - w), out=m)
+            v *= beta2
+            v += xp.multiply(g, 1 - beta2) * g
+            if max_exp_avg_sqs is not None:
+                v = xp.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
+            denom = xp.sqrt(v) / bias2_sqrts[i]
+            denom += eps
+            p += (m / denom) * -step_sizes[i]
+
+    fused_or_plain(fused, lambda: kernels.adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step_sizes,
+                                                    bias2_sqrts, lr, beta1, beta2, eps, weight_decay, decoupled),
+                   plain, params, grads)
