@@ -1,7 +1,7 @@
 """Training-step benchmark: minigrad against PyTorch, on CPU and (when present) GPU.
 
-    minigrad bench [--quick] [--workloads iris,digits] [--backends minigrad-cpu,torch-cpu] [--out DIR]
-    python benchmarks/bench_train.py [same options]
+    python benchmarks/bench_train.py [--quick] [--workloads iris,digits] [--backends minigrad-cpu,torch-cpu] [--out DIR]
+    minigrad bench [same options]          (the same run without the project's targets)
 
 One training step is zero_grad + forward + backward + optimizer step of a float32 ReLU MLP with a
 cross-entropy loss on pre-generated standard-normal batches and random labels. Every (backend,
@@ -10,10 +10,12 @@ steps; the figure is the median over the blocks of all its rounds, rounds altern
 backends so that a burst of load on a shared machine hits both sides of a ratio. The same run
 also measures the NumPy float32 matmul peak, the peak RSS of a digits training process, the time
 of ``import minigrad`` and records the environment; it writes ``<date>-<host>.json`` and a PNG
-plot to --out and prints a table of minigrad / PyTorch ratios against their targets.
+plot to --out (the current folder by default) and prints a table of minigrad / PyTorch ratios, run
+as this script against the project's targets (RATIO_TARGETS and below). It warns when the machine
+is busy enough that the ratios cannot be trusted.
 
-This module imports only the standard library at the top: workers run it with runpy (not as
-``minigrad.bench``), so a PyTorch worker never imports minigrad.
+This file imports only the standard library at the top: workers run it with runpy, so a PyTorch
+worker never imports minigrad. `minigrad bench` (minigrad/bench.py) finds it and calls main().
 """
 import argparse
 import datetime
@@ -37,6 +39,7 @@ WORKLOADS = {
 }
 BACKENDS = ("minigrad-cpu", "torch-cpu", "minigrad-cuda", "torch-cuda")
 
+# The project's targets (checked when this file runs as a script, not by `minigrad bench`).
 # minigrad / PyTorch step-time ratio targets, on the CPU and on a GPU
 RATIO_TARGETS = {"cpu": {"iris": 0.5, "digits": 0.5, "mnist_mlp": 0.9, "wide": 1.0},
                  "cuda": {"huge": 1.1}}
@@ -359,7 +362,8 @@ def _summary(times):
 
 
 def _digits_file(out_dir):
-    """digits features and labels (scikit-learn's, or random ones of its shape) as a .npz for the RSS workers."""
+    """digits features and labels (scikit-learn's, or random ones of its shape) as a .npz in ``out_dir``
+    for the RSS workers."""
     import numpy as np
     try:
         from sklearn.datasets import load_digits
@@ -374,8 +378,10 @@ def _digits_file(out_dir):
     return path, source
 
 
-def run(workloads=None, backends=None, quick=False, out=None, progress=True):
-    """Run the benchmark; returns the results dict (also written as JSON and PNG under `out`)."""
+def run(workloads=None, backends=None, quick=False, out=None, progress=True, targets=True):
+    """Run the benchmark; returns the results dict (also written as JSON and PNG under ``out``, the
+    current folder by default). targets: check the project's targets."""
+    import tempfile
     from tqdm import tqdm
     workloads = list(workloads or [w for w in WORKLOADS if not (quick and w == "huge")])
     unknown = [w for w in workloads if w not in WORKLOADS]
@@ -392,10 +398,12 @@ def run(workloads=None, backends=None, quick=False, out=None, progress=True):
         backends = [b for b in backends if have[b]]
     else:
         backends, skipped = [b for b in BACKENDS if have[b]], []
-    out = Path(out) if out else _default_out()
+    out = Path(out) if out else Path.cwd()
     out.mkdir(parents=True, exist_ok=True)
     cores = _cores()
     env = environment(probe)
+    for message in _warnings(env, backends, skipped, have):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
 
     jobs = []  # (label, spec); rounds interleave the backends of one workload
     for w in workloads:
@@ -409,7 +417,8 @@ def run(workloads=None, backends=None, quick=False, out=None, progress=True):
     jobs.append(("matmul peak", {"kind": "matmul", "n": 1024 if quick else 4096, "repeats": 3 if quick else 7}))
     want_rss = "minigrad-cpu" in backends
     if want_rss:
-        data, data_source = _digits_file(out)
+        scratch = tempfile.TemporaryDirectory(prefix="minigrad-bench-")
+        data, data_source = _digits_file(scratch.name)
         for lib in ["minigrad"] if quick else ["numpy", "minigrad"] + (["torch"] if have["torch-cpu"] else []):
             jobs.append((f"rss {lib}", {"kind": "rss", "lib": lib, "data": str(data), "threads": cores,
                                         "epochs": 1 if quick else 5}))
@@ -421,7 +430,7 @@ def run(workloads=None, backends=None, quick=False, out=None, progress=True):
         answers.append((spec, _spawn(spec)))
     imp = _import_time(3 if quick else 9)
     if want_rss:
-        data.unlink(missing_ok=True)
+        scratch.cleanup()
 
     res = {"schema": 1, "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": socket.gethostname(),
            "command": " ".join((["minigrad"] if _invoked_as_cli() else ["python", sys.argv[0]]) + sys.argv[1:]),
@@ -451,7 +460,8 @@ def run(workloads=None, backends=None, quick=False, out=None, progress=True):
                                 "steps_per_block": p["steps_per_block"], "times_ms": p["times_ms"]}
     res["import_minigrad"] = imp
     res["env"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    _derive(res)
+    _derive(res, targets)
+    res["warnings"] = _warnings(res["env"], backends, skipped, have)
     stem = out / f"{datetime.date.today().isoformat()}-{socket.gethostname()}{'-quick' if quick else ''}"
     res["files"] = {"json": str(stem.with_suffix(".json")), "png": str(stem.with_suffix(".png"))}
     if not plot(res, stem.with_suffix(".png")):
@@ -464,16 +474,37 @@ def _invoked_as_cli():
     return Path(sys.argv[0]).name in ("minigrad", "__main__.py")
 
 
-def _default_out():
-    repo = Path(__file__).resolve().parents[1] / "benchmarks"
-    return repo / "results" if repo.is_dir() else Path("benchmark-results")
+BASELINE_HINT = 'install it with pip install -e ".[bench]" in a source checkout (or pip install "minigrad[bench]")'
+BUSY_FRACTION = 0.5     # a 1-minute load average above this share of the cores makes ratios unreliable
 
 
-def _derive(res):
-    """Ratios, GFLOP/s, GPU speedups and the target checks."""
+def _warnings(env, backends, skipped, have):
+    """What makes this run's figures incomplete or unreliable: no PyTorch baseline, a busy machine."""
+    out = []
+    if not have["torch-cpu"]:
+        out.append(f"PyTorch is not installed, so there is no baseline to compare with: {BASELINE_HINT}")
+    elif skipped:
+        out.append(f"not available here, skipped: {', '.join(skipped)}")
+    cores = env["cores"]
+    for when in ("start", "end"):
+        load = (env.get(f"loadavg_{when}") or [None])[0]
+        # at the end the benchmark's own last worker (up to one core per thread) is still in the average
+        busy = cores * BUSY_FRACTION + (cores if when == "end" else 0)
+        if load is not None and load > busy:
+            out.append(f"the machine is busy: load average {load:.1f} on {cores} cores at the {when} of the run "
+                       f"(other processes compete for the cores), so step times and minigrad/PyTorch ratios are "
+                       f"unreliable; rerun when the load average is below {cores * BUSY_FRACTION:g}")
+            break
+    return out
+
+
+def _derive(res, targets=True):
+    """Ratios, GFLOP/s, GPU speedups and, with ``targets``, the project's target checks."""
     r = res["results"]
     ms = {(b, w): v["ms"] for b in r for w, v in r[b].items()}
     res["ratios"], res["targets"] = {}, []
+    res["ratio_targets"] = RATIO_TARGETS if targets else {"cpu": {}, "cuda": {}}
+    ratio_targets = res["ratio_targets"]
     for dev in ("cpu", "cuda"):
         for w in res["workloads"]:
             if (f"minigrad-{dev}", w) in ms and (f"torch-{dev}", w) in ms:
@@ -482,15 +513,15 @@ def _derive(res):
                 # best block against best block: less sensitive to bursts of load on a shared machine
                 res.setdefault("ratios_of_min", {}).setdefault(dev, {})[w] = \
                     r[f"minigrad-{dev}"][w]["ms_min"] / r[f"torch-{dev}"][w]["ms_min"]
-                if w in RATIO_TARGETS[dev]:
+                if w in ratio_targets[dev]:
                     res["targets"].append({"name": f"{w} minigrad/torch ({dev})", "value": ratio, "op": "<=",
-                                           "limit": RATIO_TARGETS[dev][w], "pass": ratio <= RATIO_TARGETS[dev][w]})
+                                           "limit": ratio_targets[dev][w], "pass": ratio <= ratio_targets[dev][w]})
     if "huge" in res["workloads"]:
         flops = _flops_per_step("huge")
         res["huge_flops_per_step"] = {"flops": flops, "formula": _flops_per_step.__doc__.strip()}
         res["huge_gflops"] = {b: flops / (ms[b, "huge"] / 1e3) / 1e9 for b in r if (b, "huge") in ms}
         peak = res.get("matmul_peak", {}).get("gflops")
-        if peak and "minigrad-cpu" in res["huge_gflops"]:
+        if peak and "minigrad-cpu" in res["huge_gflops"] and targets:
             frac = res["huge_gflops"]["minigrad-cpu"] / peak
             res["huge_fraction_of_peak"] = {b: g / peak for b, g in res["huge_gflops"].items() if b.endswith("cpu")}
             res["targets"].append({"name": "huge GFLOP/s / NumPy matmul peak (cpu)", "value": frac, "op": ">=",
@@ -501,11 +532,11 @@ def _derive(res):
         if sp:
             res.setdefault("gpu_speedup", {})[lib] = sp
     rss = res.get("rss_mib", {}).get("minigrad")
-    if rss is not None:
+    if rss is not None and targets:
         res["targets"].append({"name": "digits training peak RSS, MiB", "value": rss, "op": "<=", "limit": RSS_MIB,
                                "pass": rss <= RSS_MIB})
     imp = res["import_minigrad"]["median_s"]
-    if imp is not None:
+    if imp is not None and targets:
         res["targets"].append({"name": "import minigrad, s", "value": imp, "op": "<=", "limit": IMPORT_S,
                                "pass": imp <= IMPORT_S})
 
@@ -514,23 +545,28 @@ def _derive(res):
 # Reporting
 
 def format_table(res):
-    r, lines = res["results"], []
+    r, lines = res["results"], [f"warning: {m}" for m in res.get("warnings", [])]
+    lines += [""] if lines else []
     backends = res["backends"]
+    ratio_targets = res["ratio_targets"]
+    checked = any(ratio_targets.values())
     head = f"{'workload':<10}" + "".join(f"{b + ' ms':>18}" for b in backends)
     devs = [d for d in ("cpu", "cuda") if d in res["ratios"]]
-    head += "".join(f"{'ratio ' + d:>12}{'target':>8}{'':>6}{'(of min)':>10}" for d in devs)
+    head += "".join(f"{'ratio ' + d:>12}" + (f"{'target':>8}{'':>6}" if checked else "") + f"{'(of min)':>10}"
+                    for d in devs)
     lines += [head, "-" * len(head)]
     for w in res["workloads"]:
         row = f"{w:<10}" + "".join(f"{r[b][w]['ms']:>18.4g}" if w in r[b] else f"{'-':>18}" for b in backends)
         for d in devs:
-            ratio, limit = res["ratios"][d].get(w), RATIO_TARGETS[d].get(w)
+            ratio, limit = res["ratios"][d].get(w), ratio_targets[d].get(w)
             verdict = "" if ratio is None or limit is None else ("PASS" if ratio <= limit else "FAIL")
-            row += (f"{ratio:>12.3f}" if ratio is not None else f"{'-':>12}") + \
-                   (f"{'<=' + str(limit):>8}" if limit else f"{'':>8}") + f"{verdict:>6}"
+            row += f"{ratio:>12.3f}" if ratio is not None else f"{'-':>12}"
+            if checked:
+                row += (f"{'<=' + str(limit):>8}" if limit else f"{'':>8}") + f"{verdict:>6}"
             best = res.get("ratios_of_min", {}).get(d, {}).get(w)
             row += f"{best:>10.3f}" if best is not None else f"{'-':>10}"
         lines.append(row)
-    lines.append("ratio: of the median step times (the targets' figure); of min: of the fastest blocks")
+    lines.append("ratio: minigrad / PyTorch, of the median step times; of min: of the fastest blocks")
     lines.append("")
     if "matmul_peak" in res:
         mp = res["matmul_peak"]
@@ -559,7 +595,8 @@ def format_table(res):
     matmul = (env.get("minigrad_kernels") or {}).get("cpu_matmul", "unknown")
     lines.append(f"{env['cpu']}, {env['cores']} cores; NumPy's BLAS: {blas}; minigrad's CPU matmul: {matmul}; "
                  f"OPENBLAS_CORETYPE="
-                 f"{env['env_vars'].get('OPENBLAS_CORETYPE', '(unset)')}; torch {env.get('torch')}; "
+                 f"{env['env_vars'].get('OPENBLAS_CORETYPE', '(unset)')}; "
+                 f"{'torch ' + env['torch'] if env.get('torch') else 'PyTorch not installed'}; "
                  f"GPU: {', '.join(env['gpus']) or 'none'}; load average {env['loadavg_start'][0]:.1f} -> "
                  f"{env['loadavg_end'][0]:.1f}" if env.get("loadavg_start") else "")
     return "\n".join(lines)
@@ -604,22 +641,23 @@ def plot(res, path):
         best = res.get("ratios_of_min", {}).get(d, {})
         ax2.scatter([i + off for i, w in enumerate(workloads) if w in best], [best[w] for w in workloads if w in best],
                     marker="D", s=18, color="black", zorder=3, label=f"same, fastest blocks ({d})")
+        targets = res["ratio_targets"]
         for i, w in enumerate(workloads):
-            if w in RATIO_TARGETS[d]:
-                ax2.hlines(RATIO_TARGETS[d][w], i + off - width / 2, i + off + width / 2, colors="red", linewidth=2,
+            if w in targets[d]:
+                ax2.hlines(targets[d][w], i + off - width / 2, i + off + width / 2, colors="red", linewidth=2,
                            label="target" if (d, w) == next(((dd, ww) for dd in devs for ww in workloads
-                                                              if ww in RATIO_TARGETS[dd]), None) else None)
+                                                              if ww in targets[dd]), None) else None)
     ax2.axhline(1.0, color="gray", linestyle=":", linewidth=1)
     ax2.set_yscale("log")  # ratios span decades when PyTorch's per-op overhead dominates
     ax2.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax2.set_xticks(range(len(workloads)), workloads)
     ax2.set_ylabel("step time ratio, log scale (below 1: minigrad is faster)")
-    ax2.set_title("minigrad / PyTorch (red: target)")
+    ax2.set_title("minigrad / PyTorch" + (" (red: target)" if any(res["ratio_targets"].values()) else ""))
     ax2.margins(y=0.2)
     if devs:
         ax2.legend(fontsize=8, loc="upper left")
     env = res["env"]
-    fig.suptitle(f"minigrad vs PyTorch {env.get('torch')} - {env['cpu']}, {env['cores']} cores"
+    fig.suptitle(f"minigrad vs PyTorch {env.get('torch') or '(not installed)'} - {env['cpu']}, {env['cores']} cores"
                  f"{', ' + env['gpus'][0] if env['gpus'] else ''} - {res['date'][:10]}"
                  + (f" - load average {env['loadavg_start'][0]:.1f} to {env['loadavg_end'][0]:.1f}"
                     if env.get("loadavg_start") and env.get("loadavg_end") else ""), fontsize=10)
@@ -639,7 +677,7 @@ def add_arguments(p):
     p.add_argument("--backends", type=_names, metavar="B1,B2", default=None,
                    help=f"comma-separated, from {','.join(BACKENDS)} [every one available]")
     p.add_argument("--out", metavar="DIR", default=None,
-                   help="where the JSON and PNG go [benchmarks/results in a source checkout]")
+                   help="folder for the JSON and PNG (with --replot: for the PNG) [the current folder]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--replot", metavar="JSON", default=None,
                    help="measure nothing: print the table and redraw the plot of an earlier results file")
@@ -649,33 +687,37 @@ def _names(text):
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def main_args(args):
+def main_args(args, targets=True):
     if args.replot:
         res = json.loads(Path(args.replot).read_text())
-        _derive(res)
+        _derive(res, targets)
         print(format_table(res))
-        png = Path(args.replot).with_suffix(".png")
+        out = Path(args.out) if args.out else Path.cwd()
+        out.mkdir(parents=True, exist_ok=True)
+        png = out / Path(args.replot).with_suffix(".png").name
         if plot(res, png):
             print(f"\nwrote {png}")
         return 0
     res = run(workloads=args.workloads, backends=args.backends, quick=args.quick, out=args.out,
-              progress=not args.no_progress)
+              progress=not args.no_progress, targets=targets)
     print(format_table(res))
     print(f"\nwrote {res['files']['json']}" + (f" and {res['files']['png']}" if res["files"]["png"] else ""))
     return 1 if res["errors"] else 0
 
 
-def main(argv=None):
+def main(argv=None, targets=True, prog="bench_train.py"):
+    """The command line; ``minigrad bench`` calls it with targets=False (the project's targets are
+    this repository's business, not a user's)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
         spec = json.loads(argv[1])
         print(json.dumps(WORKERS[spec["kind"]](spec)))
         return 0
-    p = argparse.ArgumentParser(prog="bench_train.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)
     try:
-        return main_args(args)
+        return main_args(args, targets)
     except ValueError as e:
         p.error(str(e))
 

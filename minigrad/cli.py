@@ -5,7 +5,8 @@ Subcommands live in COMMANDS; adding one is one call::
     register("bench", "benchmark minigrad against PyTorch", add_arguments=configure, run=main)
 
 where ``configure(parser)`` adds the subcommand's arguments to an argparse parser and
-``main(args)`` runs it and returns an exit status (None means 0).
+``main(args)`` runs it and returns an exit status (None means 0). A command registered with
+``forward=True`` parses its own arguments: everything after its name reaches it as ``args.argv``.
 """
 import argparse
 import sys
@@ -20,14 +21,15 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], Optional[int]]
+    forward: bool = False
 
 
 COMMANDS: dict = {}
 
 
-def register(name, help, add_arguments, run):
+def register(name, help, add_arguments, run, forward=False):
     """Add the subcommand ``minigrad <name>``."""
-    COMMANDS[name] = Command(help, add_arguments, run)
+    COMMANDS[name] = Command(help, add_arguments, run, forward)
 
 
 # --- minigrad train ------------------------------------------------------------------------------
@@ -67,13 +69,22 @@ def _train_arguments(p):
     p.add_argument("--resume", metavar="PATH", help="continue training from a checkpoint")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="0 quiet, 1 a progress bar per epoch, 2 one line per epoch [1]")
+    p.add_argument("--pipeline-parallel", type=_positive, default=1, metavar="N",
+                   help="under mpiexec: split the model's layers into N pipeline stages (1F1B) [1]")
+    p.add_argument("--tensor-parallel", type=_positive, default=1, metavar="N",
+                   help="under mpiexec: split each pair of Linear layers over N ranks; the ranks left "
+                        "over from pipeline x tensor train data-parallel [1]")
+    p.add_argument("--micro-batches", type=_positive, default=None, metavar="M",
+                   help="micro-batches per batch in the pipeline [2 x pipeline stages]")
 
 
 def _train(args):
     from .train import train_classifier
     train_classifier(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size,
                      optimizer=args.optimizer, lr=args.lr, device=args.device, seed=args.seed, save=args.save,
-                     resume=args.resume, verbose=args.verbose, data_root=args.data_root)
+                     resume=args.resume, verbose=args.verbose, data_root=args.data_root,
+                     pipeline_parallel=args.pipeline_parallel, tensor_parallel=args.tensor_parallel,
+                     micro_batches=args.micro_batches)
 
 
 # --- minigrad info -------------------------------------------------------------------------------
@@ -92,20 +103,15 @@ def _info(args):
 
 
 # --- minigrad bench -------------------------------------------------------------------------------
-def _bench_arguments(p):
-    from .bench import add_arguments
-    add_arguments(p)
-
-
 def _bench(args):
-    from .bench import main_args
-    return main_args(args)
+    from .bench import main
+    return main(args.argv)          # the benchmark script (benchmarks/bench_train.py) parses them
 
 
 register("train", "train an MLP classifier on digits, iris, MNIST or Fashion-MNIST (digits by default)", _train_arguments, _train)
 register("info", "show versions, BLAS, GPUs and which kernels minigrad uses", _info_arguments, _info)
-register("bench", "benchmark training steps against PyTorch (CPU and GPU): table, JSON and plot",
-         _bench_arguments, _bench)
+register("bench", "benchmark training steps against PyTorch (CPU and GPU): table, JSON and plot "
+         "(minigrad bench --help lists its options)", lambda p: None, _bench, forward=True)
 
 
 def build_parser():
@@ -114,16 +120,20 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"minigrad {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, cmd in COMMANDS.items():
-        cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help))
+        cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help, add_help=not cmd.forward))
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if COMMANDS[args.command].forward:
+        args.argv = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return COMMANDS[args.command].run(args) or 0
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
