@@ -232,10 +232,17 @@ class Trainer:
         sample (0.5 on probabilities, 0 on logits when the loss is BCEWithLogits).
     device: "cpu", "cuda[:N]", "auto" or None (keep the model where it is); the model is moved
         there, and data are moved there once per fit.
+    pipeline_parallel, tensor_parallel, n_microbatches: under mpiexec, split a Sequential model
+        into that many pipeline stages (run 1F1B over n_microbatches, default 2 x stages) and
+        tensor-parallel slices (its Linears in column/row pairs), the remaining factor of the world
+        size data parallel (mg.distributed.HybridParallel). After each epoch every rank holds the
+        whole trained model, so validation, evaluate and predict run as usual.
     """
 
-    def __init__(self, model, optimizer, loss, metrics="auto", device=None):
+    def __init__(self, model, optimizer, loss, metrics="auto", device=None, *, pipeline_parallel=1,
+                 tensor_parallel=1, n_microbatches=None):
         self._ddp = None
+        self._split = (pipeline_parallel, tensor_parallel, n_microbatches)
         if type(model).__name__ == "DistributedDataParallel" and hasattr(model, "module"):
             self._ddp, model = model, model.module        # already wrapped by the caller: use that wrapper
         if device is not None:
@@ -356,6 +363,10 @@ class Trainer:
         dist, world = _world()
         main = world == 1 or dist.get_rank() == 0
         model = self._parallel(dist, world)
+        hybrid = isinstance(model, dist.HybridParallel)
+        if hybrid and checkpoint is not None:
+            raise ValueError("checkpoints of a pipeline- or tensor-parallel fit are not supported: each rank's "
+                             "optimizer holds the state of its own slice of the model")
         xa, ya = self._data(x, y)
         if len(xa) == 0:
             raise ValueError("fit: x holds no samples")
@@ -368,7 +379,8 @@ class Trainer:
             xa, ya, val = _split_last(xa, ya, validation_split)
         sampler = None
         if world > 1:
-            sampler = dist.DistributedSampler(len(xa), shuffle=shuffle, seed=0, drop_last=False)
+            replicas, replica = model.data_parallel if hybrid else (world, dist.get_rank())
+            sampler = dist.DistributedSampler(len(xa), replicas, replica, shuffle=shuffle, seed=0, drop_last=False)
         loader = DataLoader(TensorDataset(xa, ya), batch_size, shuffle=shuffle and sampler is None, sampler=sampler)
         with_acc = "accuracy" in self.metrics
         keys = ["loss"] + (["accuracy"] if with_acc else [])
@@ -392,6 +404,8 @@ class Trainer:
             try:
                 sums = self._train_epoch(model, loader, scheduler if scheduler_step == "batch" else None,
                                          with_acc, progress)
+                if hybrid:
+                    model.gather()          # the whole trained model on every rank, for validation and saving
                 if world > 1:
                     sums = dist.all_reduce(list(sums))
                 logs = _sums_to_metrics(*sums, with_acc)
@@ -419,14 +433,20 @@ class Trainer:
         return history
 
     def _parallel(self, dist, world):
-        """The model to call: wrapped in DistributedDataParallel (once) when world > 1."""
-        if world == 1:
+        """The model to call: wrapped in DistributedDataParallel (once) when world > 1, or split by
+        HybridParallel (pipeline and tensor parallel, the rest data parallel) when asked to."""
+        split = self._split[0] * self._split[1] > 1
+        if world == 1 and not split:
             return self.model
         if self._ddp is None:
             dev = dist.get_device()
             if dev != "cpu" and self.device.type == "cuda" and self.device != dev:
                 self.model.to(dev)
-            self._ddp = dist.DistributedDataParallel(self.model)
+            if split:
+                self._ddp = dist.HybridParallel(self.model, *self._split)
+                self._ddp.adopt(self.optimizer)
+            else:
+                self._ddp = dist.DistributedDataParallel(self.model)
         return self._ddp
 
     @staticmethod
@@ -445,11 +465,15 @@ class Trainer:
         count, done, last = 0, 0, time.perf_counter()
         opt, loss_fn = self.optimizer, self._loss
         live = progress.live
+        train_step = getattr(model, "train_step", None) if type(model).__name__ == "HybridParallel" else None
         for xb, yb in loader:
             opt.zero_grad()
-            out = model(xb)
-            loss = loss_fn(out, yb)
-            loss.backward()
+            if train_step is not None:      # a pipeline runs forward and backward together
+                out, loss = train_step(xb, yb, loss_fn)
+            else:
+                out = model(xb)
+                loss = loss_fn(out, yb)
+                loss.backward()
             opt.step()
             if batch_scheduler is not None:
                 batch_scheduler.step()
@@ -602,12 +626,14 @@ def load_dataset(name, seed=0, test_size=0.2, root=None):
 
 def train_classifier(dataset="digits", hidden=(256, 128), epochs=20, batch_size=32, optimizer="adam", lr=None,
                      device="auto", seed=0, save=None, resume=None, verbose=1, test_size=0.2, log=print,
-                     data_root=None):
+                     data_root=None, pipeline_parallel=1, tensor_parallel=1, micro_batches=None):
     """Train an MLP classifier on digits, iris, MNIST or Fashion-MNIST (see load_dataset).
 
     save: checkpoint path written after every epoch; resume: a checkpoint to continue from (its
     epoch count is kept: training runs until ``epochs`` epochs in total). Under mpiexec the
-    Trainer trains data-parallel and only rank 0 logs and saves.
+    Trainer trains data-parallel and only rank 0 logs and saves; pipeline_parallel and
+    tensor_parallel split the model over that many ranks each (micro_batches per batch in the
+    pipeline), the rest of the ranks data-parallel.
     Returns {"history", "test_loss", "test_accuracy", "epochs_run", "device", "model"}."""
     from . import nn
     from .random import manual_seed
@@ -626,7 +652,8 @@ def train_classifier(dataset="digits", hidden=(256, 128), epochs=20, batch_size=
     manual_seed(seed)
     model = mlp(sizes, device=dev)
     opt = make_optimizer(optimizer, model.parameters(), lr)
-    trainer = Trainer(model, opt, nn.CrossEntropyLoss())
+    trainer = Trainer(model, opt, nn.CrossEntropyLoss(), pipeline_parallel=pipeline_parallel,
+                      tensor_parallel=tensor_parallel, n_microbatches=micro_batches)
     config = {"dataset": dataset, "sizes": sizes, "optimizer": optimizer, "lr": lr, "seed": seed,
               "batch_size": batch_size}
     initial_epoch = 0
@@ -643,7 +670,9 @@ def train_classifier(dataset="digits", hidden=(256, 128), epochs=20, batch_size=
         log(f"resumed from {resume} after epoch {initial_epoch}")
     log(f"{dataset}: {len(x_train)} training / {len(x_test)} test samples; model "
         f"{'-'.join(map(str, sizes))} (ReLU); {optimizer} lr {lr if lr is not None else 'default'}; "
-        f"batch {batch_size}; device {dev}" + (f"; {world} ranks" if world > 1 else ""))
+        f"batch {batch_size}; device {dev}" + (f"; {world} ranks" if world > 1 else "")
+        + (f" (pipeline {pipeline_parallel} x tensor {tensor_parallel} x data "
+           f"{world // (pipeline_parallel * tensor_parallel)})" if pipeline_parallel * tensor_parallel > 1 else ""))
     history = trainer.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose,
                           validation_data=(x_test, y_test), initial_epoch=initial_epoch, checkpoint=save,
                           checkpoint_extra={"config": config})

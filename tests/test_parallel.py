@@ -15,7 +15,7 @@ import minigrad.distributed as dist
 from minigrad.distributed import comm
 from minigrad.distributed.schedule import (SCHEDULES, Action, ScheduleError, Step, Transfer, bubble_fraction,
                                            draw_timeline, peak_in_flight, pipeline_steps, simulate, validate)
-from test_distributed import HAVE_MPI, LAUNCH_ENV_VARS, launch
+from test_distributed import HAVE_MPI, LAUNCH_ENV_VARS, launch, needs_nccl
 
 
 # --- schedules as data ----------------------------------------------------------------------------
@@ -207,14 +207,52 @@ def test_pipeline_of_one_stage_is_the_batch_gradient(world_of_one, kind):
         kind(dist.PipelineStage(model, 0, 1), 2)
 
 
+@pytest.mark.cuda
+@needs_nccl
+def test_nccl_groups_layers_and_pipeline_of_one(monkeypatch):
+    """The NCCL paths on one GPU: sub-communicators, all_gather, a send to oneself and a receive
+    in one group, tensor-parallel layers and a one-stage pipeline on "cuda"."""
+    from minigrad import backend
+    cp = backend.cupy()
+    for var in LAUNCH_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    dist.destroy_process_group()
+    try:
+        dist.init_process_group("nccl")
+        mesh = dist.init_device_mesh("cuda", (1, 1), mesh_dim_names=("pp", "tp"))
+        tp = mesh.get_group("tp")
+        assert tp.nccl is not None and tp.nccl is not dist.get_process_group().nccl
+        a = cp.asarray(np.arange(6.0).reshape(2, 3))
+        assert tp.all_gather(a).get().tolist() == [np.arange(6.0).reshape(2, 3).tolist()]
+        b = cp.zeros((2, 3))
+        tp.exchange([comm.P2POp("send", a, 0), comm.P2POp("recv", b, 0)])
+        assert np.array_equal(b.get(), a.get())
+
+        full = _mlp(4, 6)[0].to("cuda:0")
+        col = dist.ColumnParallelLinear.from_linear(full, group=tp, gather_output=True)
+        row = dist.RowParallelLinear.from_linear(full, group=tp, input_is_parallel=False)
+        x = mg.tensor(np.random.default_rng(0).normal(size=(5, 4)), device="cuda:0", requires_grad=True)
+        (col(x).sum() + row(x).sum()).backward()
+        assert col.weight.grad.device == x.device and np.allclose(x.grad.numpy(), 2 * full.weight.numpy().sum(0))
+
+        model = _mlp(3, 5, 2).to("cuda:0")
+        y = mg.tensor(np.ones((4, 2)), device="cuda:0")
+        sched = dist.Schedule1F1B(dist.PipelineStage(model, 0, 1, group=mesh.get_group("pp")), 2,
+                                  loss_fn=mg.nn.functional.mse_loss)
+        out = sched.step(mg.tensor(np.ones((4, 3)), device="cuda:0"), target=y)
+        assert out.device == y.device and model[0].weight.grad is not None
+    finally:
+        dist.destroy_process_group()
+
+
 # --- real ranks ----------------------------------------------------------------------------------
 
 COMMON = ["gpipe_matches_single_process", "one_f_one_b_matches_single_process", "one_microbatch",
           "two_microbatches", "uneven_stages", "bad_batches_are_reported",
           "a_missing_peer_times_out_naming_stage_microbatch_and_peer"]
-CHECKS = {2: COMMON + ["f_and_g_operators_are_exact", "tensor_parallel_layers_hold_their_slice",
-                       "tensor_parallel_matches_single_process"],
-          4: COMMON + ["data_parallel_times_pipeline", "pipeline_times_tensor_parallel",
+CHECKS = {2: COMMON + ["f_and_g_operators_are_exact", "hybrid_two_ranks", "trainer_fit_pipelined_equals_tensor_parallel",
+                       "tensor_parallel_layers_hold_their_slice", "tensor_parallel_matches_single_process"],
+          4: COMMON + ["data_parallel_times_pipeline", "pipeline_times_tensor_parallel", "hybrid_four_ranks",
                        "four_stages_eight_microbatches_hold_at_most_p"]}
 _runs = {}
 
@@ -245,3 +283,21 @@ def test_ranks_match_one_process(n, name, tmp_path_factory):
 def test_ranks_exit_cleanly(n, tmp_path_factory):
     code, out, _ = _run(n, tmp_path_factory)
     assert code == 0, out[-4000:]
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install 'minigrad[mpi]')")
+def test_cli_trains_pipelined_and_tensor_parallel():
+    import subprocess
+    import sys
+
+    from test_distributed import MPIEXEC, ROOT, _mpiexec_flags
+    env = {k: v for k, v in __import__("os").environ.items() if k not in LAUNCH_ENV_VARS}
+    env.update(PYTHONPATH=ROOT, MINIGRAD_DIST_TIMEOUT="60", OMP_NUM_THREADS="1")
+    cmd = [MPIEXEC, *_mpiexec_flags(), "-n", "4", sys.executable, "-m", "minigrad", "train", "--pipeline-parallel",
+           "2", "--tensor-parallel", "2", "--hidden", "32,16", "--epochs", "2", "--verbose", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "4 ranks (pipeline 2 x tensor 2 x data 1)" in out.stdout and out.stdout.count("Epoch 2/2") == 1
+    accuracy = float(out.stdout.split("test accuracy")[1].split()[0])
+    assert accuracy > 0.5, out.stdout           # 10 classes: it learns (2 short epochs of a small model)

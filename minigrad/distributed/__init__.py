@@ -68,6 +68,7 @@ from .comm import (Communicator, DistributedError, DistributedTimeoutError, Loca
                    launcher_world_size)
 from .parallel import DistributedDataParallel
 from .sampler import DistributedSampler
+from .hybrid import HybridParallel
 from .mesh import DeviceMesh, init_device_mesh
 from .pipeline import PipelineStage, Schedule1F1B, ScheduleGPipe, split_sequential
 from .schedule import ScheduleError
@@ -86,7 +87,7 @@ __all__ = [
 __all__ += [   # tensor and pipeline parallelism
     "DeviceMesh", "init_device_mesh", "ColumnParallelLinear", "RowParallelLinear", "copy_to_tensor_parallel",
     "reduce_from_tensor_parallel", "gather_from_tensor_parallel", "scatter_to_tensor_parallel",
-    "split_sequential", "PipelineStage", "ScheduleGPipe", "Schedule1F1B", "ScheduleError",
+    "split_sequential", "PipelineStage", "ScheduleGPipe", "Schedule1F1B", "ScheduleError", "HybridParallel",
 ]
 
 _group: ProcessGroup | None = None

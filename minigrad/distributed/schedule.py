@@ -242,7 +242,7 @@ def draw_timeline(timeline: list, path: str, title: str = ""):
     ax.set_xlim(0, makespan)
     ax.set_xlabel("time (units: one forward)")
     bubble = bubble_fraction(timeline)
-    ax.set_title(f"{title}  bubble {float(bubble):.2f}".strip())
+    ax.set_title(f"{title} (bubble {float(bubble):.2f})" if title else f"bubble {float(bubble):.2f}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

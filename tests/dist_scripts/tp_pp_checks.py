@@ -209,6 +209,42 @@ def a_missing_peer_times_out_naming_stage_microbatch_and_peer():
     world.barrier()
 
 
+def hybrid_case(pp, tp, batch=BATCH):
+    """Trainer's path: HybridParallel over (dp, pp, tp) on an mlp with fused tanh, the optimizer
+    built over the full model and adopted; gather() then gives every rank the trained model."""
+    from minigrad.train import mlp
+    from minigrad.distributed.hybrid import HybridParallel
+    sizes = (6, 8, 6, 8, 4)
+    for opt in OPTIMIZERS:
+        mg.manual_seed(1)
+        ref = mlp(sizes, activation="tanh").double()
+        ro = OPTIMIZERS[opt](ref.parameters())
+        mg.manual_seed(1)
+        model = mlp(sizes, activation="tanh").double()
+        o = OPTIMIZERS[opt](model.parameters())
+        runner = HybridParallel(model, pipeline_parallel=pp, tensor_parallel=tp, n_microbatches=4)
+        runner.adopt(o)
+        replicas, mine = runner.data_parallel
+        lo, hi = mine * batch // replicas, (mine + 1) * batch // replicas
+        for s in range(STEPS):
+            ro.zero_grad()
+            ref_loss = mse(ref(mg.tensor(X[s, :batch])), mg.tensor(Y[s, :batch]))
+            ref_out = ref(mg.tensor(X[s, lo:hi])).numpy()
+            ref_loss.backward()
+            ro.step()
+            o.zero_grad()
+            out, loss = runner.train_step(mg.tensor(X[s, lo:hi]), mg.tensor(Y[s, lo:hi]), mse)
+            o.step()
+            assert np.allclose(out.numpy(), ref_out, rtol=1e-10, atol=1e-12), "the output of the batch"
+            if replicas == 1:
+                assert abs(loss.item() - ref_loss.item()) <= 1e-10 * abs(ref_loss.item()), (loss, ref_loss)
+        runner.gather()
+        want = {n: p.numpy() for n, p in ref.named_parameters()}
+        for n, p in model.named_parameters():
+            rel = np.max(np.abs(p.numpy() - want[n])) / np.max(np.abs(want[n]))
+            assert rel <= TOL, f"{opt} pp={pp} tp={tp}: {n} differs from one process by {rel:.3g}"
+
+
 # --- two ranks ----------------------------------------------------------------------------------
 
 if size == 2:
@@ -259,6 +295,47 @@ if size == 2:
             raise AssertionError("RowParallelLinear(3, 4) on 2 ranks was accepted")
 
     @check
+    def hybrid_two_ranks():
+        hybrid_case(2, 1)
+        hybrid_case(1, 2)
+        hybrid_case(1, 1)
+
+    @check
+    def trainer_fit_pipelined_equals_tensor_parallel():
+        """Trainer.fit with pipeline_parallel=2 and with tensor_parallel=2 (the same batches: one
+        data-parallel replica): the same history and weights, on both ranks; a partial last batch."""
+        from minigrad.train import mlp
+        r = np.random.default_rng(5)
+        xs, ys = r.normal(size=(42, 6)), r.integers(0, 3, size=42)
+
+        def fit(pp, tp):
+            mg.manual_seed(0)
+            model = mlp((6, 8, 8, 3)).double()
+            trainer = mg.Trainer(model, mg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), "cross_entropy",
+                                 pipeline_parallel=pp, tensor_parallel=tp, n_microbatches=4)
+            history = trainer.fit(xs, ys, epochs=3, batch_size=8, validation_data=(xs[:10], ys[:10]), verbose=0)
+            return history, {n: p.numpy().copy() for n, p in model.named_parameters()}, trainer
+
+        h_pp, w_pp, trainer = fit(2, 1)
+        h_tp, w_tp, _ = fit(1, 2)
+        for k in h_pp:
+            assert np.allclose(h_pp[k], h_tp[k], rtol=1e-10, atol=0), (k, h_pp[k], h_tp[k])
+        assert h_pp["loss"][-1] < h_pp["loss"][0]
+        for n in w_pp:
+            assert np.allclose(w_pp[n], w_tp[n], rtol=1e-10, atol=1e-14), n
+        for theirs in world.all_gather_object(w_pp):
+            assert all(np.array_equal(theirs[n], w_pp[n]) for n in w_pp), "ranks hold different models"
+        assert np.isclose(trainer.evaluate(xs[:10], ys[:10])["loss"], h_pp["val_loss"][-1], rtol=1e-12)
+        try:
+            fit_model = mlp((6, 8, 3)).double()
+            mg.Trainer(fit_model, "sgd", "cross_entropy", pipeline_parallel=2).fit(
+                xs, ys, batch_size=8, checkpoint="unused.safetensors", verbose=0)
+        except ValueError as e:
+            assert "checkpoints of a pipeline- or tensor-parallel fit" in str(e), e
+        else:
+            raise AssertionError("a pipeline-parallel fit with checkpoint= was accepted")
+
+    @check
     def tensor_parallel_layers_hold_their_slice():
         mg.manual_seed(3)
         full = mg.nn.Linear(6, 8, activation="tanh").double()
@@ -307,6 +384,13 @@ if size == 4:
                 # stage 0: [Column, Tanh] sends its tensor-parallel slice to stage 1's [Row, Tanh, Column]
                 piece, _ = train_pipeline(SIZES, opt, schedule, 4, pp, pp.rank, 2, balance=[2, 3], tp=plan)
                 assert_matches(piece, SIZES, opt)
+
+    @check
+    def hybrid_four_ranks():
+        hybrid_case(2, 2)
+        hybrid_case(4, 1)
+        hybrid_case(2, 1)
+        hybrid_case(1, 2)
 
     @check
     def four_stages_eight_microbatches_hold_at_most_p():
