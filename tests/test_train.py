@@ -457,3 +457,22 @@ def test_progress_on_a_pipe_is_one_plain_line_per_epoch(monkeypatch):
         assert line.startswith(f"Epoch {epoch + 1}/3 - ")
         assert line.endswith(f"loss: {h['loss'][epoch]:.4f} - accuracy: {h['accuracy'][epoch]:.4f} - "
                              f"val_loss: {h['val_loss'][epoch]:.4f} - val_accuracy: {h['val_accuracy'][epoch]:.4f}")
+
+
+def test_the_readme_keras_patterns():
+    """The 'Coming from Keras' table, row by row."""
+    x, y = _blobs(200)
+    model = _model()
+    trainer = mg.Trainer(model, "adam", "sparse_categorical_crossentropy")
+    history = trainer.fit(x, y, epochs=20, batch_size=32, validation_split=0.2,
+                          callbacks=[mg.callbacks.EarlyStopping(patience=3)], verbose=0)
+    assert history.history["val_loss"] == history["val_loss"] and len(history["val_loss"]) >= 4
+    ev = trainer.evaluate(x, y)
+    assert set(ev) == {"loss", "accuracy"} and ev["accuracy"] > 0.8
+    probs = mg.tensor(trainer.predict(x)).softmax(1).numpy()
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    sched = optim.lr_scheduler.InverseTimeDecay(opt, decay=1e-6)
+    mg.Trainer(model, opt, "sparse_categorical_crossentropy").fit(x, y, epochs=1, batch_size=32, scheduler=sched,
+                                                                  verbose=0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01 / (1 + 1e-6 * 7))
