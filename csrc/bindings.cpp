@@ -131,16 +131,28 @@ template <typename T> py::array_t<T> cached_empty(const std::vector<py::ssize_t>
 // ---------------------------------------------------------------------------------------------
 // argument checks (kernels.py only calls in with arrays that pass them; these guard direct use)
 
+#define MINIGRAD_ACT_NAME(e, name) name,
+const std::vector<std::string> kActNames = {MINIGRAD_ACTIVATIONS(MINIGRAD_ACT_NAME)};
+#undef MINIGRAD_ACT_NAME
+
 Act parse_activation(const py::object& a) {
   if (a.is_none()) return Act::Identity;
   std::string s = py::str(a);
-  if (s == "identity" || s == "linear" || s == "none") return Act::Identity;
-  if (s == "relu") return Act::Relu;
-  if (s == "sigmoid") return Act::Sigmoid;
-  if (s == "tanh") return Act::Tanh;
-  if (s == "gelu") return Act::Gelu;
-  throw py::value_error("unknown activation '" + s +
-                        "' (expected None, 'relu', 'sigmoid', 'tanh' or 'gelu')");
+  for (size_t i = 0; i < kActNames.size(); ++i)
+    if (s == kActNames[i]) return static_cast<Act>(i);
+  std::string known;
+  for (const auto& k : kActNames) known += (known.empty() ? "" : ", ") + k;
+  throw py::value_error("unknown activation '" + s + "' (expected None or one of " + known + ")");
+}
+
+minigrad::ActParams parse_params(const std::vector<double>& p) {
+  if (p.size() > 2)
+    throw py::value_error("an activation takes at most 2 parameters, got " +
+                          std::to_string(p.size()));
+  minigrad::ActParams ps;
+  if (p.size() > 0) ps.p0 = p[0];
+  if (p.size() > 1) ps.p1 = p[1];
+  return ps;
 }
 
 std::string describe(const py::array& a) {  // e.g. "float32 array of shape (3, 4)"
@@ -151,10 +163,18 @@ std::string describe(const py::array& a) {  // e.g. "float32 array of shape (3, 
   return std::string(py::str(a.dtype())) + " array of shape (" + shape + ")";
 }
 
+// Whether dt is T's dtype, compared by value: an unpickled or deep-copied dtype equals NumPy's own
+// but is another object.
+template <typename T>
+bool has_dtype(const py::dtype& dt) {
+  const auto want = py::dtype::of<T>();
+  return dt.is(want) || py::detail::npy_api::get().PyArray_EquivTypes_(dt.ptr(), want.ptr());
+}
+
 // Checks that `a` is a C-contiguous array of dtype T (never converts: no hidden copies).
 template <typename T>
 void check(const py::array& a, const char* name, bool writeable = false) {
-  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+  if (!py::isinstance<py::array_t<T>>(a) || !has_dtype<T>(a.dtype()))
     throw py::type_error(std::string(name) + ": expected dtype " +
                          std::string(py::str(py::dtype::of<T>())) + ", got " + describe(a));
   if (!(a.flags() & py::array::c_style))
@@ -183,7 +203,8 @@ std::vector<py::ssize_t> shape_of(const py::array& a) {
 // kernels
 
 template <typename T>
-py::array forward(const py::array& z, const py::object& b_obj, Act act, const py::object& out_obj) {
+py::array forward(const py::array& z, const py::object& b_obj, Act act, const py::object& out_obj,
+                  const minigrad::ActParams& ps) {
   check<T>(z, "z");
   py::ssize_t n, m;
   rows_cols(z, n, m);
@@ -208,14 +229,14 @@ py::array forward(const py::array& z, const py::object& b_obj, Act act, const py
   T* yp = static_cast<T*>(out.mutable_data());
   {
     py::gil_scoped_release release;
-    minigrad::bias_act_forward<T>(zp, b, yp, n, m, act);
+    minigrad::bias_act_forward<T>(zp, b, yp, n, m, act, ps);
   }
   return out;
 }
 
 template <typename T>
 py::tuple backward(const py::array& gy, const py::array& saved, Act act, const py::object& b_obj,
-                   bool need_gz, bool need_gb) {
+                   bool need_gz, bool need_gb, const minigrad::ActParams& ps) {
   check<T>(gy, "grad_output");
   check<T>(saved, "saved");
   if (shape_of(gy) != shape_of(saved))
@@ -225,7 +246,7 @@ py::tuple backward(const py::array& gy, const py::array& saved, Act act, const p
   rows_cols(gy, n, m);
   const T* b = nullptr;
   py::array b_arr;
-  if (!b_obj.is_none() && act == Act::Gelu) {
+  if (!b_obj.is_none() && act != Act::Identity) {
     b_arr = b_obj.cast<py::array>();
     check<T>(b_arr, "b");
     check_bias(b_arr, m, "b");
@@ -250,12 +271,12 @@ py::tuple backward(const py::array& gy, const py::array& saved, Act act, const p
   const T* sp = static_cast<const T*>(saved.data());
   {
     py::gil_scoped_release release;
-    minigrad::bias_act_backward<T>(gyp, sp, b, gz, gb, n, m, act);
+    minigrad::bias_act_backward<T>(gyp, sp, b, gz, gb, n, m, act, ps);
   }
   return py::make_tuple(gz_obj, gb_obj);
 }
 
-bool is_f64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
+bool is_f64(const py::array& a) { return has_dtype<double>(a.dtype()); }
 
 // ---------------------------------------------------------------------------------------------
 // optimizers: one call per parameter group over lists with one entry per parameter, as PyTorch's
@@ -353,34 +374,43 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "bias_act_forward",
       [](const py::array& z, const py::object& b, const py::object& activation,
-         const py::object& out) {
+         const py::object& out, const std::vector<double>& params) {
         Act act = parse_activation(activation);
-        return is_f64(z) ? forward<double>(z, b, act, out) : forward<float>(z, b, act, out);
+        auto ps = parse_params(params);
+        return is_f64(z) ? forward<double>(z, b, act, out, ps) : forward<float>(z, b, act, out, ps);
       },
       py::arg("z"), py::arg("b"), py::arg("activation") = py::none(), py::arg("out") = py::none(),
+      py::arg("params") = std::vector<double>(),
       "y = act(z + b) for z (n, m) or (m,) and b (m,) or None; writes into `out` when given "
-      "(out may be z: in place), else into a new array from the buffer cache.");
+      "(out may be z: in place), else into a new array from the buffer cache. params: the "
+      "activation's scalar parameters, in minigrad.kernels.ACTIVATIONS' order.");
 
   m.def(
       "bias_act_backward",
       [](const py::array& gy, const py::array& saved, const py::object& activation,
-         const py::object& b, bool need_gz, bool need_gb) {
+         const py::object& b, bool need_gz, bool need_gb, const std::vector<double>& params) {
         Act act = parse_activation(activation);
-        return is_f64(gy) ? backward<double>(gy, saved, act, b, need_gz, need_gb)
-                          : backward<float>(gy, saved, act, b, need_gz, need_gb);
+        auto ps = parse_params(params);
+        return is_f64(gy) ? backward<double>(gy, saved, act, b, need_gz, need_gb, ps)
+                          : backward<float>(gy, saved, act, b, need_gz, need_gb, ps);
       },
       py::arg("grad_output"), py::arg("saved"), py::arg("activation") = py::none(),
       py::arg("b") = py::none(), py::arg("need_gz") = true, py::arg("need_gb") = true,
-      "(gz, gb) for y = act(z + b): saved is y (identity, relu, sigmoid, tanh) or z (gelu, with "
-      "b added on the fly); gz (n, m) is grad_output itself for identity, gb (m,) = gz.sum(0). "
-      "Either is None when not asked for.");
+      py::arg("params") = std::vector<double>(),
+      "(gz, gb) for y = act(z + b): saved is what the activation's derivative reads (the table's "
+      "`saves`): y, or z with b (when given) added on the fly; gz (n, m) is grad_output itself for "
+      "identity, gb (m,) = gz.sum(0). Either is None when not asked for.");
+
+  m.def(
+      "activations", [] { return kActNames; },
+      "The activations the C++ kernels implement, by the names minigrad.kernels.ACTIVATIONS uses.");
 
   m.def(
       "empty",
       [](const std::vector<py::ssize_t>& shape, const py::object& dtype) -> py::array {
         const auto dt = py::dtype::from_args(dtype);
-        if (dt.is(py::dtype::of<double>())) return cached_empty<double>(shape);
-        if (dt.is(py::dtype::of<float>())) return cached_empty<float>(shape);
+        if (has_dtype<double>(dt)) return cached_empty<double>(shape);
+        if (has_dtype<float>(dt)) return cached_empty<float>(shape);
         throw py::type_error("empty: only float32 and float64");
       },
       py::arg("shape"), py::arg("dtype"),

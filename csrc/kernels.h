@@ -8,21 +8,39 @@
 
 namespace minigrad {
 
-enum class Act : int { Identity = 0, Relu = 1, Sigmoid = 2, Tanh = 3, Gelu = 4 };
+// The activations these kernels implement: X(enum name, the name in minigrad/kernels.py's table).
+// The formulas are minigrad.kernels.ACTIVATIONS'; their C++ forms are the cases of act_forward and
+// act_backward in kernels_cpu.cpp, and tests/test_kernels.py checks the two against each other.
+// Adding an activation to the C++ path: one X line here and its two cases there.
+#define MINIGRAD_ACTIVATIONS(X)                                                              \
+  X(Identity, "identity") X(Relu, "relu") X(Sigmoid, "sigmoid") X(Tanh, "tanh") X(Gelu, "gelu") \
+  X(GeluTanh, "gelu_tanh") X(LeakyRelu, "leaky_relu") X(Elu, "elu") X(Silu, "silu")              \
+  X(Softplus, "softplus")
+
+#define MINIGRAD_ACT_ENUM(e, name) e,
+enum class Act : int { MINIGRAD_ACTIVATIONS(MINIGRAD_ACT_ENUM) };
+#undef MINIGRAD_ACT_ENUM
+
+// An activation's scalar parameters, in the table's order (LeakyReLU's slope, ELU's alpha,
+// Softplus' beta and threshold); unused ones are ignored.
+struct ActParams {
+  double p0 = 0, p1 = 0;
+};
 
 // y[i, j] = act(z[i, j] + b[j]).  b may be null (no bias); y may equal z (in place).
 template <typename T>
-void bias_act_forward(const T* z, const T* b, T* y, int64_t n, int64_t m, Act act);
+void bias_act_forward(const T* z, const T* b, T* y, int64_t n, int64_t m, Act act,
+                      const ActParams& params = {});
 
-// Backward of y = act(z + b) given the upstream gradient gy.
-//   For Identity, Relu, Sigmoid, Tanh, `saved` is the forward output y and `b` is ignored.
-//   For Gelu, `saved` is z (the input before the bias) and b (may be null) is added on the fly.
+// Backward of y = act(z + b) given the upstream gradient gy. `saved` is what the table says the
+// activation's derivative reads: the output y, or the pre-activation z, to which b (when not
+// null) is added on the fly; pass b only for the latter.
 // gz[i, j] = gy[i, j] * act'(.) (skipped when gz is null or, for Identity, equal to gy; otherwise
 // gz must not overlap gy or saved), gb[j] = sum_i gz[i, j] (skipped when gb is null), with the
 // sums carried in double.
 template <typename T>
 void bias_act_backward(const T* gy, const T* saved, const T* b, T* gz, T* gb,
-                       int64_t n, int64_t m, Act act);
+                       int64_t n, int64_t m, Act act, const ActParams& params = {});
 
 // Optimizer updates over flat buffers of n elements, in place, in one pass. Each follows PyTorch's
 // order of operations with the hyper-parameters rounded to T, so the result is bit-for-bit the

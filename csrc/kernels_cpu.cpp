@@ -99,41 +99,121 @@ inline float erf_f32(float a) {
   return t > 0.927734375f ? big : q;
 }
 
+// expm1: a Taylor polynomial for |x| < 0.5, where exp(x) - 1 would cancel; exp(x) - 1 beyond.
+inline float expm1_f32(float x) {
+  float p = 1.0f / 40320.0f;
+  p = p * x + 1.0f / 5040.0f;
+  p = p * x + 1.0f / 720.0f;
+  p = p * x + 1.0f / 120.0f;
+  p = p * x + 1.0f / 24.0f;
+  p = p * x + 1.0f / 6.0f;
+  p = p * x + 0.5f;
+  float small = p * x * x + x;
+  float big = exp_f32(x) - 1.0f;
+  return (x < 0.0f ? -x : x) < 0.5f ? small : big;
+}
+
+// log(x) for a normal x > 0: x = 2^e * f with f in [sqrt(1/2), sqrt(2)), Cephes' logf polynomial
+// for log(f).
+inline float log_f32(float x) {
+  int32_t i;
+  std::memcpy(&i, &x, sizeof i);
+  int32_t e = ((i >> 23) & 0xff) - 126;  // x = 2^e * f, f in [0.5, 1)
+  float f = bits_to_float((i & 0x007fffff) | 0x3f000000);
+  const bool low = f < 0.707106781186547524f;
+  e = low ? e - 1 : e;
+  f = low ? f + f - 1.0f : f - 1.0f;
+  float z = f * f;
+  float y = 7.0376836292e-2f;
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  y = y * f * z;
+  const float fe = static_cast<float>(e);
+  y = y + -2.12194440e-4f * fe;
+  y = y - 0.5f * z;
+  return (f + y) + 0.693359375f * fe;
+}
+
+// log1p(u) for u >= 0 (finite): log(1 + u) * u / ((1 + u) - 1) cancels the rounding of 1 + u
+// (Goldberg, "What every computer scientist should know about floating-point arithmetic").
+inline float log1p_f32(float u) {
+  float w = 1.0f + u;
+  float d = w - 1.0f;
+  float r = log_f32(w) * (u / (d == 0.0f ? 1.0f : d));
+  return d == 0.0f ? u : r;
+}
+
 template <typename T> struct Math;
 template <> struct Math<float> {
   static float exp(float x) { return exp_f32(x); }
+  static float expm1(float x) { return expm1_f32(x); }
+  static float log1p(float x) { return log1p_f32(x); }
   static float tanh(float x) { return tanh_f32(x); }
   static float erf(float x) { return erf_f32(x); }
 };
 template <> struct Math<double> {
   static double exp(double x) { return std::exp(x); }
+  static double expm1(double x) { return std::expm1(x); }
+  static double log1p(double x) { return std::log1p(x); }
   static double tanh(double x) { return std::tanh(x); }
   static double erf(double x) { return std::erf(x); }
 };
 
 constexpr double kSqrtHalf = 0.70710678118654752440;      // 1 / sqrt(2)
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;    // 1 / sqrt(2 pi)
+constexpr double kSqrt2OverPi = 0.79788456080286535588;   // sqrt(2 / pi), GELU's tanh form
+constexpr double kKappa = 0.044715;
 
-// act(h)
-template <typename T, Act A> inline T act_forward(T h) {
+template <Act A> constexpr bool kUnknownAct = false;
+
+// act(h) with the scalar parameters p0, p1 (see kernels.h)
+template <typename T, Act A> inline T act_forward(T h, T p0, T p1) {
   if constexpr (A == Act::Identity) return h;
   else if constexpr (A == Act::Relu) return h < T(0) ? T(0) : h;  // NaN propagates, as in PyTorch
   else if constexpr (A == Act::Sigmoid) return T(1) / (T(1) + Math<T>::exp(-h));
   else if constexpr (A == Act::Tanh) return Math<T>::tanh(h);
-  else return T(0.5) * h * (T(1) + Math<T>::erf(h * T(kSqrtHalf)));
+  else if constexpr (A == Act::Gelu) return T(0.5) * h * (T(1) + Math<T>::erf(h * T(kSqrtHalf)));
+  else if constexpr (A == Act::GeluTanh)
+    return T(0.5) * h * (T(1) + Math<T>::tanh(T(kSqrt2OverPi) * (h + T(kKappa) * (h * h * h))));
+  else if constexpr (A == Act::LeakyRelu) return h > T(0) ? h : h * p0;
+  else if constexpr (A == Act::Elu) return h > T(0) ? h : p0 * Math<T>::expm1(h);
+  else if constexpr (A == Act::Silu) return h / (T(1) + Math<T>::exp(-h));
+  else if constexpr (A == Act::Softplus)
+    return h * p0 > p1 ? h : Math<T>::log1p(Math<T>::exp(h * p0)) / p0;
+  else static_assert(kUnknownAct<A>, "act_forward: no case for this activation");
 }
 
-// gy * act'(.) where s is the output y (relu, sigmoid, tanh) or the pre-activation h (gelu)
-template <typename T, Act A> inline T act_backward(T gy, T s) {
-  if constexpr (A == Act::Identity) return gy;
-  else if constexpr (A == Act::Relu) return s > T(0) ? gy : T(0);
-  else if constexpr (A == Act::Sigmoid) return gy * (s * (T(1) - s));
-  else if constexpr (A == Act::Tanh) return gy * (T(1) - s * s);
-  else {
+// g * act'(.), where s is what the table saves for the activation: the output y (identity,
+// relu, sigmoid, tanh) or the pre-activation h (the others)
+template <typename T, Act A> inline T act_backward(T g, T s, T p0, T p1) {
+  if constexpr (A == Act::Identity) return g;
+  else if constexpr (A == Act::Relu) return s > T(0) ? g : T(0);
+  else if constexpr (A == Act::Sigmoid) return g * (s * (T(1) - s));
+  else if constexpr (A == Act::Tanh) return g * (T(1) - s * s);
+  else if constexpr (A == Act::Gelu) {
     T cdf = T(0.5) * (T(1) + Math<T>::erf(s * T(kSqrtHalf)));
     T pdf = T(kInvSqrt2Pi) * Math<T>::exp(T(-0.5) * s * s);
-    return gy * (cdf + s * pdf);
-  }
+    return g * (cdf + s * pdf);
+  } else if constexpr (A == Act::GeluTanh) {
+    T s2 = s * s;
+    T t = Math<T>::tanh(T(kSqrt2OverPi) * (s + T(kKappa) * (s2 * s)));
+    return g * (T(0.5) * (T(1) + t) +
+                T(0.5) * s * (T(1) - t * t) * (T(kSqrt2OverPi) * (T(1) + T(3 * kKappa) * s2)));
+  } else if constexpr (A == Act::LeakyRelu) return s > T(0) ? g : g * p0;
+  else if constexpr (A == Act::Elu) return s > T(0) ? g : g * p0 * Math<T>::exp(s);
+  else if constexpr (A == Act::Silu) {
+    T sig = T(1) / (T(1) + Math<T>::exp(-s));
+    return g * sig * (T(1) + s * (T(1) - sig));
+  } else if constexpr (A == Act::Softplus) {
+    T e = Math<T>::exp(s * p0);
+    return s * p0 > p1 ? g : g * e / (e + T(1));
+  } else static_assert(kUnknownAct<A>, "act_backward: no case for this activation");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -192,38 +272,41 @@ inline void split(int64_t n, int t, int nt, int64_t align, int64_t& lo, int64_t&
 
 template <typename T, Act A, bool HasBias, bool InPlace>
 MINIGRAD_VECTOR_CLONES void forward_block(const T* z, const T* b, T* y, int64_t r0, int64_t r1,
-                                          int64_t c0, int64_t c1, int64_t m) {
+                                          int64_t c0, int64_t c1, int64_t m, T p0, T p1) {
   const T* __restrict bb = b;
   for (int64_t i = r0; i < r1; ++i) {
     if constexpr (InPlace) {
       T* __restrict p = y + i * m;
-      for (int64_t j = c0; j < c1; ++j) p[j] = act_forward<T, A>(HasBias ? p[j] + bb[j] : p[j]);
+      for (int64_t j = c0; j < c1; ++j)
+        p[j] = act_forward<T, A>(HasBias ? p[j] + bb[j] : p[j], p0, p1);
     } else {
       const T* __restrict zi = z + i * m;
       T* __restrict yi = y + i * m;
-      for (int64_t j = c0; j < c1; ++j) yi[j] = act_forward<T, A>(HasBias ? zi[j] + bb[j] : zi[j]);
+      for (int64_t j = c0; j < c1; ++j)
+        yi[j] = act_forward<T, A>(HasBias ? zi[j] + bb[j] : zi[j], p0, p1);
     }
   }
 }
 
 template <typename T, Act A, bool HasBias, bool InPlace>
-void forward_impl(const T* z, const T* b, T* y, int64_t n, int64_t m) {
+void forward_impl(const T* z, const T* b, T* y, int64_t n, int64_t m, const ActParams& ps) {
   int nt = threads_for(n * m);
+  const T p0 = static_cast<T>(ps.p0), p1 = static_cast<T>(ps.p1);
   parallel_chunks(nt, chunks_for(nt), [&](int c, int chunks) {
     int64_t r0 = 0, r1 = n, c0 = 0, c1 = m;
     if (n >= nt) split(n, c, chunks, 1, r0, r1);  // whole rows per chunk
     else split(m, c, chunks, 16, c0, c1);         // a few long rows: split the columns
-    forward_block<T, A, HasBias, InPlace>(z, b, y, r0, r1, c0, c1, m);
+    forward_block<T, A, HasBias, InPlace>(z, b, y, r0, r1, c0, c1, m, p0, p1);
   });
 }
 
 template <typename T, Act A>
-void forward_act(const T* z, const T* b, T* y, int64_t n, int64_t m) {
+void forward_act(const T* z, const T* b, T* y, int64_t n, int64_t m, const ActParams& ps) {
   bool in_place = (y == z);
-  if (b && in_place) forward_impl<T, A, true, true>(z, b, y, n, m);
-  else if (b) forward_impl<T, A, true, false>(z, b, y, n, m);
-  else if (in_place) forward_impl<T, A, false, true>(z, b, y, n, m);
-  else forward_impl<T, A, false, false>(z, b, y, n, m);
+  if (b && in_place) forward_impl<T, A, true, true>(z, b, y, n, m, ps);
+  else if (b) forward_impl<T, A, true, false>(z, b, y, n, m, ps);
+  else if (in_place) forward_impl<T, A, false, true>(z, b, y, n, m, ps);
+  else forward_impl<T, A, false, false>(z, b, y, n, m, ps);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -237,7 +320,7 @@ constexpr int64_t kFold = 32;
 template <typename T, Act A, bool HasBias, bool WantGz, bool WantGb>
 MINIGRAD_VECTOR_CLONES void backward_block(const T* gy, const T* s, const T* b, T* gz, double* acc,
                                            T* part, int64_t r0, int64_t r1, int64_t c0,
-                                           int64_t c1, int64_t m) {
+                                           int64_t c1, int64_t m, T p0, T p1) {
   const T* __restrict bb = b;
   double* __restrict a = acc - c0;
   T* __restrict p = part - c0;
@@ -249,7 +332,7 @@ MINIGRAD_VECTOR_CLONES void backward_block(const T* gy, const T* s, const T* b, 
       T* __restrict gzi = WantGz ? gz + i * m : nullptr;
       for (int64_t j = c0; j < c1; ++j) {
         T g0 = gyi[j], sj = si[j];  // loaded up front: a load inside a select blocks vectorization
-        T g = act_backward<T, A>(g0, HasBias ? sj + bb[j] : sj);
+        T g = act_backward<T, A>(g0, HasBias ? sj + bb[j] : sj, p0, p1);
         if constexpr (WantGz) gzi[j] = g;
         if constexpr (WantGb) p[j] += g;
       }
@@ -264,8 +347,10 @@ MINIGRAD_VECTOR_CLONES void backward_block(const T* gy, const T* s, const T* b, 
 }
 
 template <typename T, Act A, bool HasBias, bool WantGz, bool WantGb>
-void backward_impl(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n, int64_t m) {
+void backward_impl(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n, int64_t m,
+                   const ActParams& ps) {
   int nt = threads_for(n * m);
+  const T p0 = static_cast<T>(ps.p0), p1 = static_cast<T>(ps.p1);
   int chunks = chunks_for(nt);
   auto block = backward_block<T, A, HasBias, WantGz, WantGb>;
   // Rows stream through memory best, but then each chunk needs its own partial column sums; split
@@ -279,7 +364,7 @@ void backward_impl(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n,
       else split(m, c, chunks, 16, c0, c1);
       std::vector<double> acc(WantGb ? c1 - c0 : 0, 0.0);
       std::vector<T> part(acc.size(), T(0));
-      block(gy, s, b, gz, acc.data(), part.data(), r0, r1, c0, c1, m);
+      block(gy, s, b, gz, acc.data(), part.data(), r0, r1, c0, c1, m, p0, p1);
       if constexpr (WantGb)
         for (int64_t j = c0; j < c1; ++j) gb[j] = static_cast<T>(acc[j - c0]);
     });
@@ -291,7 +376,7 @@ void backward_impl(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n,
     int64_t r0, r1;
     split(n, c, chunks, 1, r0, r1);
     std::vector<T> part(m, T(0));
-    block(gy, s, b, gz, partial.data() + c * m, part.data(), r0, r1, 0, m, m);
+    block(gy, s, b, gz, partial.data() + c * m, part.data(), r0, r1, 0, m, m, p0, p1);
   });
   for (int64_t j = 0; j < m; ++j) {
     double total = 0.0;
@@ -301,17 +386,19 @@ void backward_impl(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n,
 }
 
 template <typename T, Act A, bool HasBias>
-void backward_flags(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n, int64_t m) {
-  if (gz && gb) backward_impl<T, A, HasBias, true, true>(gy, s, b, gz, gb, n, m);
-  else if (gz) backward_impl<T, A, HasBias, true, false>(gy, s, b, gz, gb, n, m);
-  else if (gb) backward_impl<T, A, HasBias, false, true>(gy, s, b, gz, gb, n, m);
+void backward_flags(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n, int64_t m,
+                    const ActParams& ps) {
+  if (gz && gb) backward_impl<T, A, HasBias, true, true>(gy, s, b, gz, gb, n, m, ps);
+  else if (gz) backward_impl<T, A, HasBias, true, false>(gy, s, b, gz, gb, n, m, ps);
+  else if (gb) backward_impl<T, A, HasBias, false, true>(gy, s, b, gz, gb, n, m, ps);
 }
 
 template <typename T, Act A>
-void backward_act(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n, int64_t m) {
-  if (A == Act::Identity) s = gy;  // unused; keeps the loop reading valid memory
-  if (A == Act::Gelu && b) backward_flags<T, A, true>(gy, s, b, gz, gb, n, m);
-  else backward_flags<T, A, false>(gy, s, b, gz, gb, n, m);
+void backward_act(const T* gy, const T* s, const T* b, T* gz, T* gb, int64_t n, int64_t m,
+                  const ActParams& ps) {
+  if (A == Act::Identity) s = gy, b = nullptr;  // unused; keeps the loop reading valid memory
+  if (b) backward_flags<T, A, true>(gy, s, b, gz, gb, n, m, ps);
+  else backward_flags<T, A, false>(gy, s, b, gz, gb, n, m, ps);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,39 +467,35 @@ template <typename F> void parallel_range(int64_t n, const F& f) {
 // public entry points
 
 template <typename T>
-void bias_act_forward(const T* z, const T* b, T* y, int64_t n, int64_t m, Act act) {
+void bias_act_forward(const T* z, const T* b, T* y, int64_t n, int64_t m, Act act,
+                      const ActParams& ps) {
   if (n <= 0 || m <= 0) return;
-  switch (act) {
-    case Act::Identity: return forward_act<T, Act::Identity>(z, b, y, n, m);
-    case Act::Relu: return forward_act<T, Act::Relu>(z, b, y, n, m);
-    case Act::Sigmoid: return forward_act<T, Act::Sigmoid>(z, b, y, n, m);
-    case Act::Tanh: return forward_act<T, Act::Tanh>(z, b, y, n, m);
-    case Act::Gelu: return forward_act<T, Act::Gelu>(z, b, y, n, m);
-  }
+#define MINIGRAD_FORWARD_CASE(e, name) \
+  case Act::e: return forward_act<T, Act::e>(z, b, y, n, m, ps);
+  switch (act) { MINIGRAD_ACTIVATIONS(MINIGRAD_FORWARD_CASE) }
+#undef MINIGRAD_FORWARD_CASE
 }
 
 template <typename T>
 void bias_act_backward(const T* gy, const T* saved, const T* b, T* gz, T* gb, int64_t n,
-                       int64_t m, Act act) {
+                       int64_t m, Act act, const ActParams& ps) {
   if (gb && (n <= 0 || m <= 0)) std::fill(gb, gb + std::max<int64_t>(m, 0), T(0));
   if (n <= 0 || m <= 0) return;
   if (act == Act::Identity) gz = (gz == gy) ? nullptr : gz;  // gz == gy: nothing to write
-  switch (act) {
-    case Act::Identity: return backward_act<T, Act::Identity>(gy, saved, b, gz, gb, n, m);
-    case Act::Relu: return backward_act<T, Act::Relu>(gy, saved, b, gz, gb, n, m);
-    case Act::Sigmoid: return backward_act<T, Act::Sigmoid>(gy, saved, b, gz, gb, n, m);
-    case Act::Tanh: return backward_act<T, Act::Tanh>(gy, saved, b, gz, gb, n, m);
-    case Act::Gelu: return backward_act<T, Act::Gelu>(gy, saved, b, gz, gb, n, m);
-  }
+#define MINIGRAD_BACKWARD_CASE(e, name) \
+  case Act::e: return backward_act<T, Act::e>(gy, saved, b, gz, gb, n, m, ps);
+  switch (act) { MINIGRAD_ACTIVATIONS(MINIGRAD_BACKWARD_CASE) }
+#undef MINIGRAD_BACKWARD_CASE
 }
 
-template void bias_act_forward<float>(const float*, const float*, float*, int64_t, int64_t, Act);
+template void bias_act_forward<float>(const float*, const float*, float*, int64_t, int64_t, Act,
+                                      const ActParams&);
 template void bias_act_forward<double>(const double*, const double*, double*, int64_t, int64_t,
-                                       Act);
+                                       Act, const ActParams&);
 template void bias_act_backward<float>(const float*, const float*, const float*, float*, float*,
-                                       int64_t, int64_t, Act);
+                                       int64_t, int64_t, Act, const ActParams&);
 template void bias_act_backward<double>(const double*, const double*, const double*, double*,
-                                        double*, int64_t, int64_t, Act);
+                                        double*, int64_t, int64_t, Act, const ActParams&);
 
 void set_num_threads(int n) { g_num_threads.store(std::max(1, n)); }
 int get_num_threads() { return g_num_threads.load(); }

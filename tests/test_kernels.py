@@ -389,3 +389,119 @@ def test_cuda_linear_gradcheck_against_cpu(act):
         grads.append([y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()])
     for c, g in zip(*grads):
         np.testing.assert_allclose(g, c, rtol=1e-10, atol=1e-12)
+
+
+# ---- the activation table: one source for the NumPy path, the CuPy sources and the C++ switch ------
+
+TABLE = list(kernels.ACTIVATIONS)
+# parameters away from the defaults, so that a kernel ignoring them fails
+PARAMS = {"leaky_relu": (0.2,), "elu": (0.7,), "softplus": (2.0, 5.0)}
+
+
+def torch_act(act, params=None):
+    F = torch.nn.functional
+    p = PARAMS.get(act, ()) if params is None else params
+    return {None: lambda t: t, "relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+            "gelu": F.gelu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+            "leaky_relu": lambda t: F.leaky_relu(t, *p), "elu": lambda t: F.elu(t, *p), "silu": F.silu,
+            "softplus": lambda t: F.softplus(t, *p)}[act]
+
+
+def table_reference(z, b, gy, act, params):
+    """The table's formulas on the NumPy path, in float64: (y, gz, gb)."""
+    z64, b64, gy64 = (None if a is None else a.astype(np.float64) for a in (z, b, gy))
+    y = kernels._numpy_forward(z64, b64, act, params, None)
+    saves_z = kernels.ACTIVATIONS[act].saves == "z"
+    gz, gb = kernels._numpy_backward(gy64, z64 if saves_z else y, act, b64 if saves_z else None, params, True, True)
+    return y, gz, gb
+
+
+@needs_ext
+def test_cpp_switch_has_a_case_for_each_table_row():
+    assert set(backend.ext().activations()) == {"identity"} | (set(TABLE) - {None})
+
+
+@needs_ext
+@pytest.mark.parametrize("act", TABLE)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (3, 5, 11), (64, 3000)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_cpp_matches_table(act, dtype, shape, with_bias):
+    z, b, gy = make(shape, dtype, seed=11)
+    b = b if with_bias else None
+    params = PARAMS.get(act, kernels.activation_params(act))
+    assert kernels.path(z, b) == "C++"
+    y = kernels.bias_act_forward(z, b, act, params=params)
+    saved = z if kernels.ACTIVATIONS[act].saves == "z" else y
+    gz, gb = kernels.bias_act_backward(gy, saved, act, b=b, params=params)
+    ref_y, ref_gz, ref_gb = table_reference(z, b, gy, act, params)
+    # the C++ and NumPy forms round differently, which shows where a derivative cancels (1 + tanh(.) for
+    # gelu_tanh's large negative inputs)
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=4e-6, atol=4e-6)
+    assert y.dtype == gz.dtype == dtype
+    np.testing.assert_allclose(y, ref_y, **tol)
+    if act == "relu":  # the kink: y > 0 vs z + b > 0 differ only where rounding gives z + b == 0
+        ref_gz = np.where(y > 0, gy, 0)
+    np.testing.assert_allclose(gz, ref_gz, **tol)
+    if with_bias:
+        n = math.prod(shape[:-1])
+        np.testing.assert_allclose(gb, ref_gz.reshape(-1, shape[-1]).sum(0),
+                                   rtol=tol["rtol"] * 10, atol=tol["atol"] * 10 * math.sqrt(n))
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+@pytest.mark.parametrize("act", TABLE)
+@pytest.mark.parametrize("path", ["table", "dispatch"])
+def test_activation_matches_torch_float64(act, path):
+    """Values and gradients of each row against PyTorch, on the NumPy path and through the dispatch."""
+    rng = np.random.default_rng(12)
+    z = rng.standard_normal((40, 25)) * 4
+    z[0, :5] = [-50, -25, 0.5, 25, 50]  # softplus' threshold and saturating tails
+    b, gy = rng.standard_normal(25), rng.standard_normal((40, 25))
+    params = PARAMS.get(act, ())
+    if path == "table":
+        y, gz, gb = table_reference(z, b, gy, act, params)
+    else:
+        y = kernels.bias_act_forward(z, b, act, params=params)
+        saved = z if kernels.ACTIVATIONS[act].saves == "z" else y
+        gz, gb = kernels.bias_act_backward(gy, saved, act, b=b, params=params)
+    tz, tb = torch.tensor(z, requires_grad=True), torch.tensor(b, requires_grad=True)
+    ty = torch_act(act)(tz + tb)
+    ty.backward(torch.tensor(gy))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-13, atol=1e-15)
+    # atol: where tanh(.) rounds to -1 in one library and not the other, gelu_tanh's derivative is 0 or ~1e-14
+    np.testing.assert_allclose(gz, tz.grad.numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+@pytest.mark.parametrize("act", TABLE)
+def test_float32_and_float16_match_torch(act):
+    z, b, _ = make((64, 300), np.float32, seed=13)
+    t = torch_act(act)
+    y = kernels.bias_act_forward(z, b, act, params=PARAMS.get(act))
+    np.testing.assert_allclose(y, t(torch.from_numpy(z) + torch.from_numpy(b)).numpy(), rtol=4e-6, atol=4e-6)
+    z16, b16 = z.astype(np.float16), b.astype(np.float16)
+    y16 = kernels.bias_act_forward(z16, b16, act, params=PARAMS.get(act))  # float16 stays float16 (issue 11)
+    assert y16.dtype == np.float16
+    ty16 = t(torch.from_numpy(z16) + torch.from_numpy(b16)).numpy()
+    np.testing.assert_allclose(y16.astype(np.float32), ty16.astype(np.float32), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("act", TABLE)
+def test_cupy_sources_come_from_the_table(act):
+    """Each kernel source is the table's formula: every parameter is read, nothing from Python leaks."""
+    for direction in ("fwd", "bwd"):
+        src = kernels.cupy_source(direction, act)
+        assert src.endswith(";") and src.split()[-3 if act is None else 0] and "None" not in src
+        assert src.rsplit(";", 2)[-2].strip().startswith("y =" if direction == "fwd" else "gz =")
+        for i in range(len(kernels.ACTIVATIONS[act].params)):
+            assert f"p{i}" in src
+
+
+def test_activation_params_defaults_and_errors():
+    assert kernels.activation_params("softplus") == (1.0, 20.0)
+    assert kernels.activation_params("softplus", 2) == (2.0, 20.0)
+    assert kernels.activation_params("relu") == ()
+    with pytest.raises(TypeError, match="takes 1 parameter"):
+        kernels.activation_params("elu", 1.0, 2.0)

@@ -2,7 +2,8 @@
 from . import dtypes  # noqa: F401
 from .dtypes import result_type, promote_types  # noqa: F401
 from .elementwise import (add, sub, mul, div, pow, pow_scalar, neg, exp, log, sqrt, abs_, clip,  # noqa: F401
-                          relu, sigmoid, tanh, compare, bitwise, invert, where)
+                          compare, bitwise, invert, where)
+from .nn import relu, sigmoid, tanh  # noqa: F401  (rows of the activation table, kernels.ACTIVATIONS)
 from .reduce import sum, mean, max, min, amax, amin, softmax, log_softmax  # noqa: F401
 from .movement import (expand, broadcast, reshape, flatten, transpose, permute, getitem, cat, stack,  # noqa: F401
                        cast, to)

@@ -31,7 +31,8 @@ class Sub(Function):
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        need_a, need_b = ctx.needs_input_grad or (False, False)
+        ctx.save_for_backward(a if need_b else None, b if need_a else None)  # only what a gradient reads
         return a * b
 
     @staticmethod
@@ -44,7 +45,7 @@ class Mul(Function):
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        ctx.save_for_backward(a if ctx.needs_input_grad[1:] == [True] else None, b)  # only what a gradient reads
         return a / b
 
     @staticmethod
@@ -176,49 +177,9 @@ class Clip(Function):
         return grad_output * inside
 
 
-class ReLU(Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = get_array_module(x).maximum(x, 0)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        y, = ctx.saved_tensors
-        return grad_output * (y > 0)
-
-
 def stable_sigmoid(xp, x, e):
     """sigmoid(x) from e = exp(-|x|), which never overflows; the two branches agree algebraically."""
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-class Sigmoid(Function):
-    @staticmethod
-    def forward(ctx, x):
-        xp = get_array_module(x)
-        y = stable_sigmoid(xp, x, xp.exp(-abs(x)))
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        y, = ctx.saved_tensors
-        return grad_output * y * (1 - y)
-
-
-class Tanh(Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = get_array_module(x).tanh(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        y, = ctx.saved_tensors
-        return grad_output * (1 - y * y)
 
 
 class Where(Function):
@@ -309,11 +270,6 @@ def clip(x, lo=None, hi=None):
     if lo is None and hi is None:
         raise RuntimeError("clip: At least one of 'min' or 'max' must not be None")
     return Clip.apply(x, lo=lo, hi=hi)
-
-
-def relu(x): return ReLU.apply(x)
-def sigmoid(x): return Sigmoid.apply(x)
-def tanh(x): return Tanh.apply(x)
 
 
 def where(cond, a, b):

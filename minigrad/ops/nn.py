@@ -17,12 +17,11 @@ def _check_bias(op, z, b, what="input"):
 
 class BiasAct(Function):
     @staticmethod
-    def forward(ctx, z, b=None, activation=None):
+    def forward(ctx, z, b=None, activation=None, params=()):
         _check_bias("bias_act", z, b)
-        ctx.activation = activation
-        y = kernels.bias_act_forward(z, b, activation)
-        # gelu's derivative needs z + b; the others' come from the output
-        ctx.save_for_backward(z if activation == "gelu" else y, b)
+        ctx.activation, ctx.params = activation, params
+        y = kernels.bias_act_forward(z, b, activation, params=params)
+        ctx.save_for_backward(z if kernels.ACTIVATIONS[activation].saves == "z" else y, b)
         return y
 
     @staticmethod
@@ -31,21 +30,47 @@ class BiasAct(Function):
         need_z = ctx.needs_input_grad[0]
         need_b = b is not None and ctx.needs_input_grad[1]
         gz, gb = kernels.bias_act_backward(grad_output, saved, ctx.activation, b=b,
-                                           need_gz=need_z, need_gb=need_b)
+                                           need_gz=need_z, need_gb=need_b, params=ctx.params)
         return gz if b is None else (gz, gb)
 
 
 def bias_act(z, b=None, activation=None):
-    """act(z + b) in one fused pass. z: (..., M), b: (M,) or None;
-    activation: None, "relu", "sigmoid", "tanh" or "gelu" (exact erf form)."""
+    """act(z + b) in one fused pass. z: (..., M), b: (M,) or None; activation: a name in
+    minigrad.kernels.ACTIVATIONS (None, "relu", "sigmoid", "tanh", "gelu", "gelu_tanh",
+    "leaky_relu", "elu", "silu", "softplus"), with its parameters' defaults."""
     activation = kernels.check_activation(activation, "bias_act")
-    return BiasAct.apply(z, activation=activation) if b is None else \
-        BiasAct.apply(z, b, activation=activation)
+    params = kernels.activation_params(activation)
+    return BiasAct.apply(z, activation=activation, params=params) if b is None else \
+        BiasAct.apply(z, b, activation=activation, params=params)
 
 
-def gelu(x):
-    """GELU, x * Phi(x) with the exact normal CDF (PyTorch's default approximate='none')."""
-    return BiasAct.apply(x, activation="gelu")
+# The activations as ops of their own, each one row of kernels.ACTIVATIONS (inplace= is accepted
+# for PyTorch's signatures and ignored: the result is always a new tensor).
+def relu(x, inplace=False): return BiasAct.apply(x, activation="relu", params=())
+def sigmoid(x): return BiasAct.apply(x, activation="sigmoid", params=())
+def tanh(x): return BiasAct.apply(x, activation="tanh", params=())
+def silu(x, inplace=False): return BiasAct.apply(x, activation="silu", params=())
+
+
+def gelu(x, approximate="none"):
+    """GELU: x * Phi(x) with the exact normal CDF (approximate="none", PyTorch's default), or
+    PyTorch's tanh approximation (approximate="tanh")."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', found {approximate!r}")
+    return BiasAct.apply(x, activation="gelu" if approximate == "none" else "gelu_tanh", params=())
+
+
+def leaky_relu(x, negative_slope=0.01, inplace=False):
+    return BiasAct.apply(x, activation="leaky_relu", params=(float(negative_slope),))
+
+
+def elu(x, alpha=1.0, inplace=False):
+    return BiasAct.apply(x, activation="elu", params=(float(alpha),))
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta * x)) / beta, and x itself where beta * x > threshold (as PyTorch)."""
+    return BiasAct.apply(x, activation="softplus", params=(float(beta), float(threshold)))
 
 
 class Linear(Function):
@@ -58,7 +83,7 @@ class Linear(Function):
         z = kernels.empty((x2.shape[0], out_features), w.dtype, like=w)
         kernels.matmul(x2, w.T, out=z)
         ctx.activation, ctx.x_shape = activation, x.shape
-        if activation == "gelu":  # backward needs z + b, so keep z and write y elsewhere
+        if kernels.ACTIVATIONS[activation].saves == "z":  # backward needs z + b: keep z, write y elsewhere
             y = kernels.bias_act_forward(z, b, activation)
             ctx.save_for_backward(x2, w, z, b)
         else:
