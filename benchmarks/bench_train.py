@@ -424,7 +424,8 @@ def run(workloads=None, backends=None, quick=False, out=None, progress=True, tar
                                         "epochs": 1 if quick else 5}))
 
     answers = []
-    bar = tqdm(jobs, desc="bench", unit="run", disable=not progress, file=sys.stderr)
+    # on a pipe or in a log file, carriage-return frames would only clutter it: the table follows anyway
+    bar = tqdm(jobs, desc="bench", unit="run", disable=not (progress and sys.stderr.isatty()), file=sys.stderr)
     for label, spec in bar:
         bar.set_postfix_str(label)
         answers.append((spec, _spawn(spec)))
