@@ -108,7 +108,8 @@ def _bench(args):
     return main(args.argv)          # the benchmark script (benchmarks/bench_train.py) parses them
 
 
-register("train", "train an MLP classifier on digits, iris, MNIST or Fashion-MNIST (digits by default)", _train_arguments, _train)
+register("train", "train an MLP classifier on digits, iris, MNIST or Fashion-MNIST (digits by default)",
+         _train_arguments, _train)
 register("info", "show versions, BLAS, GPUs and which kernels minigrad uses", _info_arguments, _info)
 register("bench", "benchmark training steps against PyTorch (CPU and GPU): table, JSON and plot "
          "(minigrad bench --help lists its options)", lambda p: None, _bench, forward=True)

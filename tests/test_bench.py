@@ -131,7 +131,8 @@ def test_without_pytorch_it_says_how_to_install_the_baseline(fake_bench, capsys,
     code, out, err = _fake_main(fake_bench, capsys, "--out", str(tmp_path))
     assert code == 0
     for text in (out, err):
-        assert 'PyTorch is not installed, so there is no baseline to compare with: install it with pip install -e ".[bench]"' in text
+        assert ("PyTorch is not installed, so there is no baseline to compare with: install it with "
+                'pip install -e ".[bench]"') in text
     assert "torch None" not in out and "PyTorch not installed" in out
     assert json.loads(next(tmp_path.glob("*.json")).read_text())["backends"] == ["minigrad-cpu"]
 

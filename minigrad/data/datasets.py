@@ -141,7 +141,7 @@ def _download(urls, dest, sha256):
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
                 size = response.headers.get("Content-Length")
                 with tqdm(total=int(size) if size else None, unit="B", unit_scale=True, unit_divisor=1024,
-                          desc=dest.name, file=sys.stderr, leave=False) as bar:
+                          desc=dest.name, file=sys.stderr, leave=False, disable=None) as bar:   # None: tty only
                     while chunk := response.read(1 << 16):
                         out.write(chunk)
                         digest.update(chunk)
