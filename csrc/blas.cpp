@@ -112,9 +112,13 @@ bool matmul(const py::array& a, const py::array& b, const py::array& out) {
       if (x->shape(d) == 0 || x->shape(d) > kMax || x->strides(d) / static_cast<py::ssize_t>(x->itemsize()) > kMax)
         return false;
   if (!out.writeable()) throw std::invalid_argument("matmul: out is read-only");
-  const auto f32 = py::dtype::of<float>(), f64 = py::dtype::of<double>();
-  if (a.dtype().is(f32) && b.dtype().is(f32) && out.dtype().is(f32)) return gemm<float>(g_blas.sgemm, a, b, out);
-  if (a.dtype().is(f64) && b.dtype().is(f64) && out.dtype().is(f64)) return gemm<double>(g_blas.dgemm, a, b, out);
+  // dtypes compared by value (isinstance uses NumPy's EquivTypes): an unpickled dtype is another object
+  if (py::isinstance<py::array_t<float>>(a) && py::isinstance<py::array_t<float>>(b) &&
+      py::isinstance<py::array_t<float>>(out))
+    return gemm<float>(g_blas.sgemm, a, b, out);
+  if (py::isinstance<py::array_t<double>>(a) && py::isinstance<py::array_t<double>>(b) &&
+      py::isinstance<py::array_t<double>>(out))
+    return gemm<double>(g_blas.dgemm, a, b, out);
   return false;
 }
 

@@ -1,6 +1,6 @@
 """minigrad: a small, fast reverse-mode autodiff framework with PyTorch's API on NumPy and CuPy."""
 from . import autograd, cuda, ops  # noqa: F401
-from .autograd import enable_grad, is_grad_enabled, no_grad  # noqa: F401
+from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from .backend import Device, backend_info, device, get_num_threads, set_num_threads  # noqa: F401
 from .random import get_rng_state, manual_seed, set_rng_state  # noqa: F401
 from .tensor import (Tensor, arange, bool_, cat, empty, eye, float16, float32, float64, full, int32,  # noqa: F401

@@ -7,39 +7,56 @@ Tensor to the Function instance (the "ctx"), which remembers the inputs and
 whatever forward saved. `backward` walks those links in reverse topological
 order without recursion.
 """
+import collections
 import functools
+import threading
+import weakref
 
 from .backend import get_array_module
 
 Tensor = None  # set by minigrad.tensor, which imports this module
 _wrap = None
-
-_grad_enabled = True
 _new = object.__new__
-_callbacks = None  # list while a backward pass runs, for queue_callback
+
+
+class _ThreadState(threading.local):
+    """Grad mode and the running backward pass's callbacks: per thread, as in PyTorch."""
+    grad_enabled = True
+    callbacks = None  # list while a backward pass runs in this thread, for queue_callback
+
+
+_state = _ThreadState()
 
 
 class _GradMode:
+    """Context manager and decorator (with or without parentheses) that sets grad mode."""
     mode = True
 
+    def __new__(cls, fn=None):
+        self = super().__new__(cls)
+        return self(fn) if callable(fn) else self  # @no_grad, bare
+
     def __enter__(self):
-        global _grad_enabled
-        self.prev, _grad_enabled = _grad_enabled, self.mode
+        self.prev, _state.grad_enabled = _state.grad_enabled, self.mode
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self.prev
+        _state.grad_enabled = self.prev
 
     def __call__(self, fn):
+        mode = self.mode
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with type(self)():
+            prev, _state.grad_enabled = _state.grad_enabled, mode
+            try:
                 return fn(*args, **kwargs)
+            finally:
+                _state.grad_enabled = prev
         return wrapper
 
 
 class no_grad(_GradMode):
-    """Context manager (or decorator): ops run without recording the tape."""
+    """Context manager (or decorator): ops run without recording the tape, in this thread."""
     mode = False
 
 
@@ -48,13 +65,125 @@ class enable_grad(_GradMode):
     mode = True
 
 
+class set_grad_enabled(_GradMode):
+    """set_grad_enabled(mode): sets grad mode now (a function call), or for a with block, or
+    for each call of a decorated function."""
+
+    def __new__(cls, mode):
+        return object.__new__(cls)
+
+    def __init__(self, mode):
+        self.mode, self.prev = bool(mode), _state.grad_enabled
+        _state.grad_enabled = self.mode
+
+    def __enter__(self):
+        pass
+
+    def __call__(self, fn):
+        _state.grad_enabled = self.prev  # as a decorator it changes nothing until fn runs
+        return super().__call__(fn)
+
+
+class inference_mode(_GradMode):
+    """PyTorch's inference_mode, as no_grad (minigrad has no inference-only tensors);
+    inference_mode(False) leaves grad mode as it is."""
+
+    def __new__(cls, mode=True):
+        if callable(mode):
+            return no_grad(mode)
+        self = object.__new__(cls)
+        self.mode = False if mode else _state.grad_enabled
+        return self
+
+
 def is_grad_enabled():
-    return _grad_enabled
+    return _state.grad_enabled
+
+
+def sum_to_shape(g, shape):
+    """Sum a broadcast gradient back down to `shape` (the inverse of broadcasting)."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape) if lead else g
+
+
+# --- version counters -------------------------------------------------------------------
+# Every change made in place through a Tensor (add_, copy_, +=, an optimizer step) bumps the
+# version of the memory it wrote; views share their base's memory and so its version, as in
+# PyTorch. Versions are kept per memory owner (the end of an array's chain of views), only for
+# memory that was ever changed in place. A call that saves arrays for backward notes the
+# generation (the count of bump_version calls so far); backward checks its arrays only when
+# something was bumped since, so an ordinary training step pays two integer reads per op.
+_versions = {}  # id(owner) -> [weakref to the owner (None where it takes none), version, recent bumps' generations]
+_generation = 0
+_HISTORY = 16
+
+
+def _owner(a):
+    """The array that holds a's memory: the end of its chain of views. (An array whose base is
+    not an array, such as memory from the extension's buffer cache, is its own owner.)"""
+    while True:
+        base = a.base
+        if base is None or not hasattr(base, "base"):
+            return a
+        a = base
+
+
+def _entry(a):
+    o = _owner(a)
+    e = _versions.get(id(o))
+    return None if e is None or (e[0] is not None and e[0]() is not o) else e  # not a freed array's
+
+
+def version(a):
+    """How many times the memory under array a was changed in place through a Tensor."""
+    e = None if a is None else _entry(a)
+    return 0 if e is None else e[1]
+
+
+def bump_version(*arrays):
+    """Record one in-place change of each array's memory."""
+    global _generation
+    _generation += 1
+    for a in arrays:
+        e = _entry(a)
+        if e is None:
+            if len(_versions) >= 4096:  # forget memory that was freed (ids are reused)
+                for k in [k for k, (r, _, _) in _versions.items() if r is not None and r() is None]:
+                    del _versions[k]
+            o = _owner(a)
+            try:
+                r = weakref.ref(o)
+            except TypeError:
+                r = None
+            e = _versions[id(o)] = [r, 0, collections.deque(maxlen=_HISTORY)]
+        e[1] += 1
+        e[2].append(_generation)
+
+
+def _check_versions(node):
+    """RuntimeError if an array node saved was changed in place after it was saved."""
+    saved_at = node.saved_generation
+    for a in node.saved_tensors:
+        e = None if a is None else _entry(a)
+        if e is None or e[2][-1] <= saved_at:
+            continue
+        later = sum(g > saved_at for g in e[2])
+        expected = f"version {e[1] - later}" if later < _HISTORY else f"a version below {e[1] - later + 1}"
+        raise RuntimeError(
+            "one of the variables needed for gradient computation has been modified by an inplace operation: "
+            f"[{a.dtype} tensor of shape {tuple(a.shape)}], saved by {node!r}, is at version {e[1]}; expected "
+            f"{expected} instead. Do the in-place change after backward(), or use an out-of-place op "
+            "(y = y + 1 instead of y += 1)")
 
 
 class Function:
     """Base of every differentiable op; the instance doubles as the ctx of one call."""
     __slots__ = ("inputs", "saved_tensors", "needs_input_grad", "__dict__")
+    saved_generation = 0  # bump_version's count when forward saved arrays (see _check_versions)
 
     def save_for_backward(self, *arrays):
         self.saved_tensors = arrays
@@ -67,19 +196,21 @@ class Function:
         x = inputs[0]
         dev = x.device
         if len(inputs) == 1:
-            needs = ctx.needs_input_grad = (_grad_enabled and x.requires_grad,)
+            needs = ctx.needs_input_grad = (_state.grad_enabled and x.requires_grad,)
             out = _wrap(cls.forward(ctx, x.data, **kwargs), dev)
         else:
             for t in inputs:
                 if t.device is not dev:
                     raise RuntimeError(f"{cls.__name__}: expected all tensors on one device, "
                                        f"found {dev} and {t.device}")
-            needs = ctx.needs_input_grad = [t.requires_grad for t in inputs] if _grad_enabled else ()
+            needs = ctx.needs_input_grad = [t.requires_grad for t in inputs] if _state.grad_enabled else ()
             out = _wrap(cls.forward(ctx, *[t.data for t in inputs], **kwargs), dev)
         if True in needs:
             ctx.inputs = inputs
             out.requires_grad = True
             out._ctx = ctx
+            if _versions and ctx.saved_tensors:
+                ctx.saved_generation = _generation
         return out
 
     def __repr__(self):
@@ -88,9 +219,16 @@ class Function:
 
 def queue_callback(fn):
     """Run fn() once when the backward pass now running finishes (before backward() returns)."""
-    if _callbacks is None:
+    callbacks = _state.callbacks
+    if callbacks is None:
         raise RuntimeError("queue_callback can only be called while backward() is running")
-    _callbacks.append(fn)
+    callbacks.append(fn)
+
+
+def current_backward_pass():
+    """The callback list of the backward pass running in this thread (None outside one): it
+    identifies the pass, e.g. for hooks that must notice when a new one starts."""
+    return _state.callbacks
 
 
 def _count_uses(root):
@@ -111,16 +249,6 @@ def _count_uses(root):
     return uses, hooked
 
 
-def _owner(a):
-    """id of the array that holds a's memory: the end of its chain of views. (An array whose base
-    is not an array, such as memory from the extension's buffer cache, is its own owner.)"""
-    while True:
-        base = a.base
-        if base is None or not hasattr(base, "base"):
-            return id(a)
-        a = base
-
-
 def _accumulate(t, g, handed):
     """Add g into leaf t.grad. A first gradient is stored without a copy unless another
     leaf already holds that memory (ops like add pass one array to both inputs)."""
@@ -128,7 +256,7 @@ def _accumulate(t, g, handed):
     if grad is not None:
         grad.data += g
         return
-    key = _owner(g)
+    key = id(_owner(g))
     if key in handed:
         g = g.copy()
     else:
@@ -141,7 +269,6 @@ def _accumulate(t, g, handed):
 
 def backward(tensor, grad=None, retain_graph=False):
     """Accumulate d(tensor)/d(leaf) into every leaf's .grad. See Tensor.backward."""
-    global _callbacks
     if not tensor.requires_grad:
         raise RuntimeError("backward(): the tensor does not require grad and has no grad_fn; "
                            "did you create it under no_grad or from tensors without requires_grad=True?")
@@ -157,7 +284,7 @@ def backward(tensor, grad=None, retain_graph=False):
         if tuple(g.shape) != tuple(data.shape):
             raise RuntimeError(f"backward(): grad has shape {tuple(g.shape)} but the tensor has shape "
                                f"{tuple(data.shape)}")
-        handed.add(_owner(g))  # the caller's array: never store it as a .grad
+        handed.add(id(_owner(g)))  # the caller's array: never store it as a .grad
     root = tensor._ctx
     if root is None:
         _accumulate(tensor, g, handed)
@@ -166,12 +293,16 @@ def backward(tensor, grad=None, retain_graph=False):
     # Kahn's algorithm: a node runs once every node using its output has passed its gradient on
     uses, hooked = _count_uses(root)
     grads, ready = {root: g}, [root]
-    outer, _callbacks = _callbacks, []
+    state = _state
+    outer = state.callbacks
+    callbacks = state.callbacks = []
     try:
         while ready:
             node = ready.pop()
             if node.saved_tensors is None:
                 raise RuntimeError(_FREED)
+            if node.saved_generation != _generation and node.saved_tensors:
+                _check_versions(node)
             g = grads.pop(node, None)
             inputs = node.inputs
             if g is None:  # no gradient flowed here (e.g. an unused branch)
@@ -203,10 +334,10 @@ def backward(tensor, grad=None, retain_graph=False):
             if not retain_graph:
                 node.saved_tensors = None
                 node.inputs = ()
-        for fn in _callbacks:
+        for fn in callbacks:
             fn()
     finally:
-        _callbacks = outer
+        state.callbacks = outer
 
 
 def _run_hooks(t):
@@ -218,5 +349,10 @@ _FREED = ("backward() through a graph whose saved arrays were already freed: a p
           "released them. Pass retain_graph=True to the first backward() to run backward twice.")
 
 
-from .gradcheck import gradcheck, numerical_grad  # noqa: E402,F401  (mg.autograd.gradcheck; needs Function first)
-from .ops.movement import sum_to_shape  # noqa: E402
+def __getattr__(name):
+    """mg.autograd.gradcheck and numerical_grad, as torch.autograd.gradcheck: they live in
+    minigrad.gradcheck, which builds on this module, so they are looked up on first use."""
+    if name in ("gradcheck", "numerical_grad", "GradcheckError"):
+        from . import gradcheck
+        return getattr(gradcheck, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

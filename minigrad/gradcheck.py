@@ -1,6 +1,8 @@
 """Finite-difference gradient checks: the test oracle for every op's backward."""
 import numpy as np
 
+from .autograd import no_grad
+
 
 class GradcheckError(AssertionError):
     pass
@@ -33,7 +35,6 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
 
     inputs: float64 CPU Tensors; those with requires_grad=True are checked.
     Returns True, or raises GradcheckError naming the input and the worst element."""
-    from .autograd import no_grad
     for i, t in enumerate(inputs):
         if t.requires_grad and t.dtype != np.float64:
             raise TypeError(f"gradcheck needs float64 inputs, input {i} is {t.dtype}")

@@ -128,7 +128,7 @@ def path(*arrays):
     if type(first) is not np.ndarray:
         return "NumPy" if backend.get_array_module(first) is np else _cupy_path(arrays)
     dt = first.dtype
-    if dt.char not in "fd" or backend.ext() is None:  # float32, float64
+    if dt.char not in "fd" or not dt.isnative or backend.ext() is None:  # float32, float64, native byte order
         return "NumPy"
     for a in arrays:
         if a is not None and (type(a) is not np.ndarray or (a.dtype is not dt and a.dtype != dt)

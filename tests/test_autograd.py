@@ -1,5 +1,6 @@
 """The tape: accumulation, freeing, retain_graph, grad modes, deep graphs, hooks."""
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -153,3 +154,104 @@ def test_gradients_sharing_memory_through_a_view_are_not_aliased():
     assert not np.shares_memory(a.grad.data, b.grad.data)
     a.grad.data *= 10
     np.testing.assert_allclose(b.grad.numpy(), np.full(6, 2.0))
+
+
+def test_no_grad_and_enable_grad_are_bare_decorators_too():
+    x = mg.tensor([1.0], requires_grad=True)
+
+    @mg.no_grad
+    def f(t):
+        return t * 2
+
+    @mg.enable_grad
+    def g(t):
+        return t * 2
+    assert not f(x).requires_grad and f.__name__ == "f"
+    with mg.no_grad():
+        assert g(x).requires_grad
+    assert mg.is_grad_enabled()
+
+
+def test_set_grad_enabled_as_function_context_manager_and_decorator():
+    x = mg.tensor([1.0], requires_grad=True)
+    try:
+        mg.set_grad_enabled(False)  # a plain call sets the mode, as torch.set_grad_enabled
+        assert not mg.is_grad_enabled() and not (x * 2).requires_grad
+    finally:
+        mg.set_grad_enabled(True)
+    with mg.set_grad_enabled(False):
+        assert not (x * 2).requires_grad
+    assert mg.is_grad_enabled()
+
+    @mg.set_grad_enabled(False)
+    def f(t):
+        return t * 2
+    assert mg.is_grad_enabled()  # decorating changes nothing until the function runs
+    assert not f(x).requires_grad and mg.is_grad_enabled()
+
+
+def test_inference_mode_is_no_grad():
+    x = mg.tensor([1.0], requires_grad=True)
+    with mg.inference_mode():
+        assert not (x * 2).requires_grad
+    with mg.inference_mode(False):
+        assert (x * 2).requires_grad
+
+    @mg.inference_mode
+    def f(t):
+        return t * 2
+    assert not f(x).requires_grad
+
+
+def test_grad_mode_is_per_thread():
+    x = mg.tensor([1.0], requires_grad=True)
+    inside, go_on = threading.Event(), threading.Event()
+    seen = {}
+
+    def worker():
+        with mg.no_grad():
+            inside.set()
+            go_on.wait(10)
+            seen["worker"] = (x * 2).requires_grad
+    t = threading.Thread(target=worker)
+    t.start()
+    inside.wait(10)
+    seen["main"] = (x * 2).requires_grad  # the other thread's no_grad must not reach here
+    go_on.set()
+    t.join()
+    assert seen == {"main": True, "worker": False}
+
+
+def test_concurrent_backward_passes_in_two_threads():
+    rng = np.random.default_rng(0)
+    ws = [mg.tensor(rng.standard_normal((16, 16)), dtype=mg.float64, requires_grad=True) for _ in range(2)]
+    xs = [mg.tensor(rng.standard_normal((8, 16)), dtype=mg.float64) for _ in range(2)]
+    errors, ends = [], [0, 0]
+
+    def train(i):
+        try:
+            for _ in range(200):
+                ws[i].grad = None
+                w = ws[i]
+                w.register_post_accumulate_grad_hook(
+                    lambda t: mg.autograd.queue_callback(lambda: ends.__setitem__(i, ends[i] + 1)))
+                ((xs[i] @ w).tanh() ** 2).sum().backward()
+                w._hooks.clear()
+                expected = (2 * np.tanh(xs[i].numpy() @ w.numpy()) / np.cosh(xs[i].numpy() @ w.numpy()) ** 2)
+                np.testing.assert_allclose(w.grad.numpy(), xs[i].numpy().T @ expected, rtol=1e-10)
+        except Exception as e:  # reported below: an assert in a thread would be lost
+            errors.append(e)
+    threads = [threading.Thread(target=train, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert ends == [200, 200]  # each pass ran its own thread's callbacks, once
+
+
+def test_gradcheck_is_reachable_from_autograd_without_an_import_cycle():
+    from minigrad.autograd import gradcheck, numerical_grad
+    assert gradcheck is mg.gradcheck.gradcheck and numerical_grad is mg.gradcheck.numerical_grad
+    with pytest.raises(AttributeError):
+        mg.autograd.no_such_name

@@ -159,7 +159,7 @@ class DistributedDataParallel:
     def _on_grad(self, p):
         if not self._sync:
             return
-        current = autograd._callbacks         # one list per running backward pass
+        current = autograd.current_backward_pass()
         if current is not self._pass or current is None:
             self._start_pass(current)
         bucket, i = self._slot[id(p)]

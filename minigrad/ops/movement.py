@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import autograd
-from ..autograd import Function
+from ..autograd import Function, sum_to_shape  # noqa: F401  (ops.movement.sum_to_shape)
 from ..backend import get_array_module, to_device
 
 
@@ -17,16 +17,6 @@ def dim_index(dim, ndim):
     if not -n <= dim < n:
         raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
     return dim % n
-
-
-def sum_to_shape(g, shape):
-    """Sum a broadcast gradient back down to `shape` (the inverse of broadcasting)."""
-    if g.shape == shape:
-        return g
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
-    g = g.sum(axis=axes, keepdims=True)
-    return g.reshape(shape) if lead else g
 
 
 def shape_arg(shape):
