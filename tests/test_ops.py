@@ -102,6 +102,10 @@ OPS = [
     Op("getitem_int", lambda a: a[1], lambda a: a[1], [(3, 4)]),
     Op("getitem_int_array", lambda a: a[[0, 2, 0, 0]], lambda a: a[[0, 2, 0, 0]], [(3, 4)]),
     Op("getitem_pairs", lambda a: a[[0, 1, 1], [2, 3, 3]], lambda a: a[[0, 1, 1], [2, 3, 3]], [(3, 4)]),
+    # PyTorch selects with ints before indexing with arrays: never NumPy's "advanced dims first" here
+    Op("getitem_int_slice_array", lambda a: a[0, :, [0, 1, 1]], lambda a: a[0][:, [0, 1, 1]], [(2, 3, 4)]),
+    Op("getitem_array_none_int", lambda a: a[[1, 0], None, 2], lambda a: a[:, 2][[1, 0], None], [(2, 3, 4)]),
+    Op("getitem_int_mask", lambda a: a[1, [True, False, True]], lambda a: a[1][[True, False, True]], [(2, 3, 4)]),
     Op("cat", lambda a, b: mg.cat([a, b], dim=1) if isinstance(a, mg.Tensor) else torch.cat([a, b], dim=1),
        lambda a, b: np.concatenate([a, b], 1), [(2, 3), (2, 4)]),
     Op("stack", lambda a, b: mg.stack([a, b], dim=1) if isinstance(a, mg.Tensor) else torch.stack([a, b], dim=1),
@@ -273,3 +277,26 @@ def test_pow_gradients_at_zero_and_negative_bases_match_torch(base, exponent):
                 assert (got is None) == (expected is None)
                 if got is not None:
                     np.testing.assert_allclose(got, expected, rtol=1e-14)  # inf and nan must match too
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("index", [
+    "0, :, [0, 1]", "T0, :, [0, 1]", "[0], :, T1", ":, 0, [0, 1]", "[0, 1], :, 0", "None, 0, [0, 1]",
+    "[0, 1], None, [0, 1]", "[0, 1], ..., [0, 1]", "0, ..., [1, 2]", "0, [True, False, True]", "M",
+    ":, [[0, 1], [1, 2]], 0", "[0, 1], 1:, [1, 2]", "0, T1, [0, 1]", "[1, 0], 2, [[0], [3]]", "-1, [0, 0, 1], ::2",
+    "[], 0", "[0, 1], 2, None, [3, 0]", "..., None, 0", "5", "0, 0, 0, 0", "[5]", "::-1", "0.5",
+])
+def test_indexing_matches_torch_in_layout_values_gradients_and_errors(index):
+    a = np.arange(24.0).reshape(2, 3, 4)
+    results = []
+    for T in (torch.tensor, mg.tensor):
+        names = dict(T0=T(0), T1=T(1), M=T(np.array([[True, False, True], [False, False, True]])))
+        x = T(a, requires_grad=True)
+        try:
+            y = eval(f"x[{index}]", names, {"x": x})
+        except Exception as e:  # noqa: BLE001  (the class is what is compared)
+            results.append(type(e))
+            continue
+        y.backward(T(np.arange(float(np.prod(y.shape))).reshape(tuple(y.shape))))
+        results.append((tuple(y.shape), y.detach().numpy().tolist(), x.grad.numpy().tolist()))
+    assert results[0] == results[1] or issubclass(results[1], results[0])

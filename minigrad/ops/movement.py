@@ -161,15 +161,50 @@ class GetItem(Function):
         return g
 
 
+def _index_item(i, device):
+    """One item of an index as NumPy takes it: a Tensor's array, a list as an integer (or bool)
+    array, and a 0-d integer array as an int (PyTorch selects with it, as with an int)."""
+    if isinstance(i, autograd.Tensor):
+        i = i.data
+    elif isinstance(i, list):
+        i = to_device(np.asarray(i) if i else np.zeros(0, np.int64), device)
+    elif isinstance(i, slice) and i.step is not None and i.step < 0:
+        raise ValueError(f"step must be greater than zero, found slice {i}")
+    if getattr(i, "ndim", None) == 0 and i.dtype.kind in "iu":
+        return int(i)
+    return i
+
+
+def _split_index(items, ndim):
+    """PyTorch applies ints (select) before array indices, so these never count as array indices in
+    NumPy's placement rule: x[0, :, [0, 1]] is x[0][:, [0, 1]]. Returns the index of ints, slices,
+    None and Ellipsis (slice(None) where an array goes) and then the array index into that result."""
+    spans = [i.ndim if i.dtype.kind == "b" else 1 for i in items if hasattr(i, "ndim")]
+    fixed = sum(spans) + sum(1 for i in items if isinstance(i, (int, np.integer, slice)) and not isinstance(i, bool))
+    first, second, at = [], [], 0
+    for i in items:
+        if hasattr(i, "ndim"):
+            k = spans.pop(0)
+            first += [slice(None)] * k
+            second += [slice(None)] * (at - len(second)) + [i]
+            at += k
+            continue
+        first.append(i)
+        if i is Ellipsis:
+            at += ndim - fixed
+        elif i is None or isinstance(i, (slice, bool)):
+            at += 1
+    return tuple(first), tuple(second)
+
+
 def getitem(x, idx):
-    def conv(i):
-        if isinstance(i, autograd.Tensor):
-            return i.data
-        if isinstance(i, list):
-            return to_device(np.asarray(i), x.device)
-        return i
-    idx = tuple(conv(i) for i in idx) if isinstance(idx, tuple) else conv(idx)
-    return GetItem.apply(x, idx=idx)
+    """x[idx] with PyTorch's result layout (ints apply before array indices; see _split_index)."""
+    items = tuple(_index_item(i, x.device) for i in (idx if isinstance(idx, tuple) else (idx,)))
+    arrays = any(hasattr(i, "ndim") for i in items)
+    if arrays and any(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in items):
+        first, second = _split_index(items, x.ndim)
+        return GetItem.apply(GetItem.apply(x, idx=first), idx=second)
+    return GetItem.apply(x, idx=items if isinstance(idx, tuple) else items[0])
 
 
 class Cat(Function):
