@@ -151,6 +151,7 @@ def main():
     if args.worker:
         return worker(args)
 
+    load_before = os.getloadavg()       # other processes on the machine skew the ranks' timings
     runs = [launch(r, args) for r in args.ranks]
     print("all-reduce (sum, float32), time per call in the fastest block")
     print(f"{'size':>10} " + " ".join(f"{f'{r} rank(s) ms':>14} {'busbw GB/s':>10}" for r in args.ranks))
@@ -184,7 +185,8 @@ def main():
     result = {"command": "python benchmarks/bench_dp.py " + " ".join(sys.argv[1:]),
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "cpus": os.cpu_count(), "python": platform.python_version(),
-                          "numpy": np.__version__},
+                          "numpy": np.__version__, "loadavg_before": load_before,
+                          "loadavg_after": os.getloadavg()},
               "fastest_step_ms": {f"{name} / {r} rank(s)": t for (name, r), t in best.items()},
               "speedup": speedup, "runs": runs}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
