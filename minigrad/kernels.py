@@ -350,7 +350,14 @@ def _c_call(name):
     return lambda x: _CExpr(f"{name}({_CExpr.of(x)})")
 
 
-_C_MATH = SimpleNamespace(where=lambda c, a, b: _CExpr(f"({_CExpr.of(c)} ? {_CExpr.of(a)} : {_CExpr.of(b)})"),
+# Both branches of a where are cast to T: CuPy's float16 arithmetic gives float, and "T or float" is
+# ambiguous to the compiler (benchmarks/cuda_compile_check.py).
+def _c_where(c, a, b):
+    as_t = [f"(T){v.src}" if isinstance(v, _CExpr) else _CExpr.of(v) for v in (a, b)]
+    return _CExpr(f"({_CExpr.of(c)} ? {as_t[0]} : {as_t[1]})")
+
+
+_C_MATH = SimpleNamespace(where=_c_where,
                           **{f: _c_call(f) for f in ("exp", "expm1", "log1p", "tanh", "erf")})
 
 

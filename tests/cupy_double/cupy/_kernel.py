@@ -207,7 +207,7 @@ class ElementwiseKernel:
             if want is None:
                 types[t] = a.dtype
             elif want != a.dtype:
-                raise TypeError(f"Type is mismatched. {self.name} {pname} {a.dtype.type} {want.type}")
+                raise TypeError(f"Type is mismatched. {pname} {a.dtype} {want} {t}")  # CuPy's words
         for t, pname in self.in_params + self.out_params:
             if t not in _CTYPES and t not in types:
                 raise TypeError(f"Cannot determine the type of {pname} ({t}) in {self.name!r}")
