@@ -5,9 +5,9 @@ Entry points validate targets cheaply (a min/max over the target, no Python loop
 errors naming what was expected and what was found."""
 import numpy as np
 
+from .. import autograd
 from ..autograd import Function
 from ..backend import get_array_module
-from ..tensor import Tensor, tensor
 from .elementwise import stable_sigmoid
 from .movement import cast, reshape
 
@@ -168,7 +168,7 @@ def _check_reduction(name, reduction):
 
 
 def _as_target(target, like):
-    return target if isinstance(target, Tensor) else tensor(target, device=like.device)
+    return target if isinstance(target, autograd.Tensor) else autograd.Tensor(target, device=like.device)
 
 
 def _float_target(name, input, target):
@@ -234,7 +234,7 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
         if keep is None and weight is None and not label_smoothing:
             return CrossEntropyIndices.apply(input, target, reduction=reduction)
         q, total = _index_coefficients(t, c, keep, weight, label_smoothing, x.dtype)
-        return CrossEntropyProbs.apply(input, tensor(q, device=input.device), reduction=reduction, n=total)
+        return CrossEntropyProbs.apply(input, autograd.Tensor(q, device=input.device), reduction=reduction, n=total)
     if kind == "f":
         if t.shape != x.shape:
             raise ValueError(f"cross_entropy: target of shape {tuple(t.shape)} and dtype {t.dtype}: class indices "
