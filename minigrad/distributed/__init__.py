@@ -148,17 +148,8 @@ def _leave():
     """At exit (the end of the script, sys.exit) or destroy_process_group: tell the other ranks this
     one is done and wait for all to finish. Ranks still waiting in a collective this rank never
     joins abort the job at once, naming this rank, instead of waiting out the timeout."""
-    group = _group
-    if group is None or group.world_size == 1:
-        return
-    try:
-        group.leave()
-    except DistributedError as exc:
-        sys.stderr.write(f"minigrad.distributed: rank {group.rank} of {group.world_size} finished, but "
-                         f"{exc}; aborting all ranks\n")
-        sys.stderr.flush()
-        time.sleep(0.5)     # let the launcher forward this output before MPI_Abort kills the job
-        group.abort(1)
+    if _group is not None:
+        _group.leave()
 
 
 def is_initialized() -> bool:

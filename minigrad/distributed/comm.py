@@ -394,13 +394,17 @@ class MPICommunicator(Communicator):
         tell the other ranks, then wait until every rank has left. A rank still waiting in a
         collective that this rank never started aborts the job (see _abort_if_left), so one rank
         leaving early ends the job within moments instead of leaving the others waiting for the
-        timeout; ranks that finish at different times simply wait for each other."""
+        timeout; ranks that finish at different times simply wait for each other, without a time
+        limit (one still working alone, saving or evaluating, may take as long as it needs), and
+        nearly idle, leaving the cores to the ranks still at work."""
         control = self._control
         if control is None:
             return
         note = np.array([self._seq], np.int64)
         sends = [control.Isend(note, dest=r, tag=_TAG_LEFT) for r in range(self.world_size) if r != self.rank]
-        self._wait(control.Ibarrier(), "the end of the job (waiting for every rank to finish)")
+        everyone_left = control.Ibarrier()
+        while not everyone_left.Test():
+            time.sleep(1e-3)
         for r in range(self.world_size):           # every note was sent before the barrier completed
             if r != self.rank and r not in self._left:
                 control.Recv(np.empty(1, np.int64), source=r, tag=_TAG_LEFT)
