@@ -180,10 +180,13 @@ class Communicator:
         between two ranks can deadlock); ``wait()`` waits for all of them."""
         raise NotImplementedError  # abstract: each subclass defines it
 
-    def exchange(self, ops):
-        """Post the sends and receives of ``ops`` together and wait for all of them. A wait longer
-        than ``MINIGRAD_DIST_TIMEOUT`` raises DistributedTimeoutError naming the pending transfers."""
+    def exchange(self, ops, wait_for_sends=True) -> Work:
+        """Post the sends and receives of ``ops`` together and wait for them. A wait longer than
+        ``MINIGRAD_DIST_TIMEOUT`` raises DistributedTimeoutError naming the pending transfers.
+        wait_for_sends=False may return once the receives are done, with a Work for the sends
+        still in flight (their arrays must not change before its wait())."""
         self.exchange_async(ops).wait()
+        return Work(None)
 
     def close(self):
         pass
@@ -339,6 +342,21 @@ class MPICommunicator(Communicator):
         return out
 
     def exchange_async(self, ops):
+        requests = self._post(ops)
+        return Work(None, lambda: self._finish(ops, requests))
+
+    def exchange(self, ops, wait_for_sends=True):
+        requests = self._post(ops)
+        if wait_for_sends:
+            self._finish(ops, requests)
+            return Work(None)
+        recvs = [(op, r) for op, r in zip(ops, requests) if op.op == "recv"]
+        sends = [(op, r) for op, r in zip(ops, requests) if op.op == "send"]
+        if recvs:
+            self._finish(*map(list, zip(*recvs)))
+        return Work(None, (lambda: self._finish(*map(list, zip(*sends)))) if sends else None)
+
+    def _post(self, ops):
         requests = []
         for op in ops:
             a = op.array
@@ -350,21 +368,20 @@ class MPICommunicator(Communicator):
             wire = wire.view(np.uint8) if wire.dtype == np.bool_ else wire
             post = self.comm.Isend if op.op == "send" else self.comm.Irecv
             requests.append(post(wire, op.peer, op.tag))
+        return requests
 
-        def finish():
-            try:
-                self._wait(_AllOf(self.MPI, requests), "exchange")
-            except DistributedTimeoutError:
-                pending = [op.what for op, r in zip(ops, requests) if not r.Test()]
-                for op, r in zip(ops, requests):
-                    if op.op == "recv" and r != self.MPI.REQUEST_NULL:
-                        r.Cancel()      # a late message must not land in a later receive
-                raise DistributedTimeoutError(
-                    f"rank {self.rank}/{self.world_size}: still waiting after {self.timeout:g} s "
-                    f"(MINIGRAD_DIST_TIMEOUT) for: {'; '.join(pending)}. That peer is stuck, has "
-                    f"died, or runs another schedule") from None
-
-        return Work(None, finish)
+    def _finish(self, ops, requests):
+        try:
+            self._wait(_AllOf(self.MPI, requests), "exchange")
+        except DistributedTimeoutError:
+            pending = [op.what for op, r in zip(ops, requests) if not r.Test()]
+            for op, r in zip(ops, requests):
+                if op.op == "recv" and r != self.MPI.REQUEST_NULL:
+                    r.Cancel()      # a late message must not land in a later receive
+            raise DistributedTimeoutError(
+                f"rank {self.rank}/{self.world_size}: still waiting after {self.timeout:g} s "
+                f"(MINIGRAD_DIST_TIMEOUT) for: {'; '.join(pending)}. That peer is stuck, has "
+                f"died, or runs another schedule") from None
 
     def barrier(self):
         self._seq += 1
@@ -663,6 +680,12 @@ class ProcessGroup(Communicator):
 
     def all_gather(self, array):
         return self._for(array).all_gather(array)
+
+    def exchange(self, ops, wait_for_sends=True):
+        if all(isinstance(op.array, np.ndarray) for op in ops):
+            return self.host.exchange(ops, wait_for_sends)
+        self.exchange_async(ops).wait()     # NCCL: one group, done as a whole
+        return Work(None)
 
     def exchange_async(self, ops):
         """NumPy arrays travel over MPI, CuPy arrays over NCCL; both kinds are posted before either waits."""

@@ -21,6 +21,7 @@ the stage's last run under ``no_sync()``, so gradients are averaged over that gr
 from __future__ import annotations
 
 import contextlib
+import time
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from ..backend import device as _device, xp_for
 from ..nn.modules import Sequential
 from ..tensor import Tensor, _wrap
 from . import schedule as _schedule
-from .comm import P2POp
+from .comm import P2POp, Work
 
 # A received activation's shape and dtype travel ahead of the first micro-batch of each step.
 _HEADER_DIMS = 8
@@ -113,7 +114,8 @@ class PipelineSchedule:
         self._last_backward = max(k for k, st in enumerate(self._steps)
                                   if st.action is not None and st.action.kind == "B")
         self._header = None
-        self.stats = {"bytes_sent": 0, "peak_in_flight": 0}
+        # bytes this stage sent, the most micro-batches it held at once, and seconds it computed
+        self.stats = {"bytes_sent": 0, "peak_in_flight": 0, "compute_s": 0.0}
 
     @property
     def max_in_flight(self):
@@ -145,14 +147,16 @@ class PipelineSchedule:
             raise ValueError(f"only the last stage takes target= and losses=; this is stage "
                              f"{stage.stage_index} of {stage.num_stages}")
         ins, outs, loss_values, results = {}, {}, [None] * m, [None] * m
-        received = {}
+        received, sending = {}, []
         in_flight = 0
         for k, st in enumerate(self._steps):
-            self._communicate(st.transfers, ins, outs, received)
+            # a step waits for the data it receives; its sends complete while it computes
+            sending.append(self._communicate(st.transfers, ins, outs, received))
             a = st.action
             if a is None:
                 continue
             i = a.microbatch
+            start = time.perf_counter()
             if a.kind == "F":
                 xin = inputs[i] if stage.is_first else _wrap(received.pop(("act", i)), stage.device, True)
                 out = stage.module(xin)
@@ -176,6 +180,9 @@ class PipelineSchedule:
                         root.backward(grad)
                 outs[i] = None
                 in_flight -= 1
+            self.stats["compute_s"] += time.perf_counter() - start
+        for work in sending:
+            work.wait()
         if losses is not None:
             losses.extend(v.detach() for v in loss_values)
         if stage.is_last:
@@ -185,8 +192,9 @@ class PipelineSchedule:
 
     # -- communication --------------------------------------------------------------------
     def _communicate(self, transfers, ins, outs, received):
+        """Post one step's transfers; return once its receives are done, with a Work for its sends."""
         if not transfers:
-            return
+            return Work(None)
         stage = self.stage
         ops, later = [], []
         for t in transfers:
@@ -216,12 +224,13 @@ class PipelineSchedule:
                 buf = xp_for(stage.device).empty(sent.shape, sent.dtype)
                 received[("grad", t.microbatch)] = buf
                 ops.append(P2POp("recv", buf, t.peer, tag, what))
-        stage.group.exchange(ops)
+        sends = stage.group.exchange(ops, wait_for_sends=False)
         if later:
             t, tag, what = later[0]
             buf = self._empty_activation()
             received[("act", t.microbatch)] = buf
             stage.group.exchange([P2POp("recv", buf, t.peer, tag, what)])
+        return sends
 
     def _empty_activation(self):
         h = self._header
