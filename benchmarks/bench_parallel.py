@@ -21,7 +21,8 @@ barrier) and the slowest rank's kept. Two efficiencies are reported:
   It also charges the pipeline for stages that compete for cores: on a machine with fewer cores
   than ranks the steady state cannot beat cores / p (see "cores" in the JSON).
 
-Times are minima over repeats (steps) and totals over them (utilization).
+Each configuration reports its fastest of --repeat steps (the least disturbed by other work on
+the machine): its time and each stage's busy share within it.
 """
 import argparse
 import json
@@ -110,16 +111,18 @@ def worker(args):
                     sched.step()
 
             step()                                   # warm-up: buffers, the shape header
-            sent0, busy0 = sched.stats["bytes_sent"], sched.stats["compute_s"]
-            times = []
+            sent0 = sched.stats["bytes_sent"]
+            times, busy = [], []
             for _ in range(args.repeat):
                 group.barrier()
-                t0 = time.perf_counter()
+                busy0, t0 = sched.stats["compute_s"], time.perf_counter()
                 step()
                 group.barrier()                      # the step ends when the last stage is done
                 times.append(time.perf_counter() - t0)
-            t_step = min(times)
-            busy = group.all_gather_object((sched.stats["compute_s"] - busy0) / sum(times))
+                busy.append(sched.stats["compute_s"] - busy0)
+            fastest = int(np.argmin(group.all_gather_object(times)[0]))     # rank 0's fastest step, for all
+            t_step = times[fastest]
+            busy = group.all_gather_object(busy[fastest] / t_step)
             sent = group.all_gather_object((sched.stats["bytes_sent"] - sent0) / args.repeat)
             peaks = group.all_gather_object(sched.stats["peak_in_flight"])
             itemsize = 4
