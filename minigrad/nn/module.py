@@ -3,6 +3,7 @@
 Parameters, buffers and submodules are registered by assigning them as attributes. Each is kept
 both in the instance __dict__ (so `self.weight` is a plain attribute lookup on the hot path) and in
 an ordered registry (`_parameters`, `_buffers`, `_modules`) that names and orders them."""
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -78,6 +79,8 @@ class Module:
                 raise TypeError(f"cannot assign {type(value).__name__} as buffer '{name}' "
                                 "(a Tensor or None is expected)")
             buffers[name] = value
+        elif isinstance(value, (list, tuple, dict)):
+            _warn_unregistered(self, name, value)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
@@ -300,6 +303,17 @@ class Module:
         if len(lines) == 1 and not self._modules:
             return f"{type(self).__name__}({lines[0]})"
         return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _warn_unregistered(module, name, value):
+    """A plain list, tuple or dict of Modules registers nothing (as in PyTorch): say so once, at the
+    assignment, instead of letting parameters() and the optimizer silently miss them."""
+    items = value.values() if isinstance(value, dict) else value
+    if any(isinstance(v, Module) for v in items):
+        kind = "ModuleDict" if isinstance(value, dict) else "ModuleList"
+        warnings.warn(f"{type(module).__name__}.{name} is a plain {type(value).__name__} holding Modules: their "
+                      f"parameters are not registered (parameters(), state_dict(), to() and optimizers do not "
+                      f"see them); use nn.{kind}", UserWarning, stacklevel=3)
 
 
 class _IncompatibleKeys:

@@ -1,6 +1,9 @@
-"""Fused layers: bias + activation in one kernel (minigrad/kernels.py), and linear built on it."""
+"""Fused layers: bias + activation in one kernel (minigrad/kernels.py), and linear built on it; the
+activations as ops; normalization, embedding lookup and the negative log-likelihood."""
 from .. import kernels
 from ..autograd import Function
+from ..backend import get_array_module
+from .loss import _reduce, _upstream
 
 
 def _check_bias(op, z, b, what="input"):
@@ -128,3 +131,77 @@ def linear(x, w, b=None, activation=None):
     return Linear.apply(x, w, activation=activation) if b is None else \
         Linear.apply(x, w, b, activation=activation)
 
+
+
+# --- normalization, embedding, nll_loss ---------------------------------------------------------
+class Normalize(Function):
+    """(x - mean) / sqrt(var + eps) with mean and var of x's shape reduced over `axes` (kept as size
+    1). batch_stats: mean and var are x's own (biased) moments over `axes`, and the gradient flows
+    through them; otherwise they are constants (running statistics)."""
+    @staticmethod
+    def forward(ctx, x, mean, var, eps, axes, batch_stats):
+        rstd = 1 / get_array_module(x).sqrt(var + eps)
+        xhat = (x - mean) * rstd
+        ctx.save_for_backward(xhat if batch_stats else None, rstd)
+        ctx.axes = axes
+        return xhat
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        xhat, rstd = ctx.saved_tensors
+        g = grad_output
+        if xhat is None:
+            return g * rstd
+        ax = ctx.axes
+        return rstd * (g - g.mean(axis=ax, keepdims=True) - xhat * (g * xhat).mean(axis=ax, keepdims=True))
+
+
+def moments(x, axes):
+    """(mean, biased variance) of the array x over axes, kept as size-1 axes."""
+    mean = x.mean(axis=axes, keepdims=True)
+    xc = x - mean
+    return mean, (xc * xc).mean(axis=axes, keepdims=True)
+
+
+def normalize(x, axes, eps, mean=None, var=None):
+    """Normalize over axes with x's own moments, or with the given mean and var (constants)."""
+    if mean is None:
+        m, v = moments(x.data, axes)
+        return Normalize.apply(x, mean=m, var=v, eps=eps, axes=axes, batch_stats=True)
+    return Normalize.apply(x, mean=mean, var=var, eps=eps, axes=axes, batch_stats=False)
+
+
+class Embedding(Function):
+    """Rows of weight (V, D) picked by integer indices of any shape -> (*indices.shape, D). The
+    gradient of a row is the sum over every place it was picked; the padding row gets none."""
+    @staticmethod
+    def forward(ctx, weight, indices, padding_idx):
+        ctx.save_for_backward(indices)
+        ctx.shape, ctx.padding_idx = weight.shape, padding_idx
+        return weight[indices]
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        indices, = ctx.saved_tensors
+        xp = get_array_module(grad_output)
+        gw = xp.zeros(ctx.shape, grad_output.dtype)
+        xp.add.at(gw, indices.reshape(-1), grad_output.reshape(-1, ctx.shape[1]))
+        if ctx.padding_idx is not None:
+            gw[ctx.padding_idx] = 0
+        return gw
+
+
+class NLLLoss(Function):
+    """-sum_j q_ij x_ij per row of (N, C) log-probabilities x, with per-class coefficients q (the
+    one-hot targets, weighted; zero rows for ignored targets); "mean" divides the sum by n."""
+    @staticmethod
+    def forward(ctx, x, q, reduction, n):
+        ctx.save_for_backward(q)
+        ctx.reduction, ctx.n = reduction, n
+        return _reduce(get_array_module(x), -(q * x).sum(axis=1), reduction, n)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        q, = ctx.saved_tensors
+        g = _upstream(grad_output, ctx.reduction, ctx.n)
+        return -q * (g[:, None] if ctx.reduction == "none" else g)
