@@ -1,12 +1,14 @@
 """Pipeline and tensor parallelism: measured pipeline efficiency against the ideal m / (m + p - 1),
 per-rank parameter and activation memory, and bytes sent per step against the formula.
 
-    python benchmarks/bench_parallel.py [--stages 2 4] [--max-micro 16] [--quick]
+    python benchmarks/bench_parallel.py [--stages 2 4] [--max-micro 16] [--backend mpi|nccl] [--quick]
 
 launches itself as `mpiexec -n p python benchmarks/bench_parallel.py --worker` for each p, prints
 tables and writes benchmarks/results/bench_parallel.json and .png, and the schedules' timelines
 (drawn from their action lists) as benchmarks/results/timeline_gpipe.png and timeline_1f1b.png.
-Every rank runs with one BLAS thread.
+Every rank runs with one BLAS thread. With --backend nccl each rank runs on its GPU (local rank %
+GPU count) and the activations travel over NCCL; stage busy times are then the CPU's (kernel
+launches), so only the throughput column measures the GPU pipeline.
 
 Each of the p stages is the same: `--layers` Linear(width, width, tanh) layers (float32), fed
 micro-batches of `--micro-batch` rows; the batch is m micro-batches. t_mb is one stage's forward +
@@ -60,30 +62,37 @@ def _saved_bytes(root):
 def worker(args):
     import minigrad as mg
     import minigrad.distributed as dist
+    from minigrad import backend
     from minigrad.nn.functional import mse_loss
 
-    group = dist.init_process_group()
-    rank, p = group.rank, group.world_size
+    group = dist.init_process_group(args.backend)
+    rank, p, device = group.rank, group.world_size, dist.get_device()
     width, b = args.width, args.micro_batch
     mg.manual_seed(rank)
     module = mg.nn.Sequential(*[mg.nn.Linear(width, width, activation="tanh") for _ in range(args.layers)])
+    module.to(device)
     stage = dist.PipelineStage(module, rank, p)
     rng = np.random.default_rng(0)
     out = {"stages": p, "width": width, "layers_per_stage": args.layers, "micro_batch": b,
-           "dtype": "float32", "runs": []}
+           "dtype": "float32", "backend": group.name, "device": device, "runs": []}
+
+    def barrier():
+        backend.synchronize(device if device != "cpu" else None)
+        group.barrier()
 
     # One stage's forward + backward of a micro-batch, alone on the machine.
-    xb = mg.tensor(rng.normal(size=(b, width)).astype(np.float32), requires_grad=True)
+    xb = mg.tensor(rng.normal(size=(b, width)).astype(np.float32), device=device, requires_grad=True)
     t_mb, act_bytes = 0.0, 0
     for r in range(p):
-        group.barrier()
+        barrier()
         if r == rank:
             times = []
             for _ in range(2 * args.repeat + 2):
                 t0 = time.perf_counter()
                 y = module(xb)
                 act_bytes = _saved_bytes(y)
-                y.backward(np.ones_like(y.data))
+                y.backward(mg.ones_like(y))
+                backend.synchronize(device if device != "cpu" else None)
                 times.append(time.perf_counter() - t0)
             t_mb = min(times[2:])
     group.barrier()
@@ -94,8 +103,8 @@ def worker(args):
 
     kinds = {"gpipe": dist.ScheduleGPipe, "1f1b": dist.Schedule1F1B}
     for m in args.micro:
-        x = mg.tensor(rng.normal(size=(m * b, width)).astype(np.float32))
-        y = mg.tensor(rng.normal(size=(m * b, width)).astype(np.float32))
+        x = mg.tensor(rng.normal(size=(m * b, width)).astype(np.float32), device=device)
+        y = mg.tensor(rng.normal(size=(m * b, width)).astype(np.float32), device=device)
         for name, kind in kinds.items():
             sched = kind(stage, m, loss_fn=mse_loss)
 
@@ -114,10 +123,10 @@ def worker(args):
             sent0 = sched.stats["bytes_sent"]
             times, busy = [], []
             for _ in range(args.repeat):
-                group.barrier()
+                barrier()
                 busy0, t0 = sched.stats["compute_s"], time.perf_counter()
                 step()
-                group.barrier()                      # the step ends when the last stage is done
+                barrier()                            # the step ends when the last stage is done
                 times.append(time.perf_counter() - t0)
                 busy.append(sched.stats["compute_s"] - busy0)
             fastest = int(np.argmin(group.all_gather_object(times)[0]))     # rank 0's fastest step, for all
@@ -141,8 +150,8 @@ def worker(args):
     k = 1
     while k <= p:
         sub = group.split(rank // k, rank % k)
-        col = dist.ColumnParallelLinear(width, 4 * width, activation="gelu", group=sub)
-        row = dist.RowParallelLinear(4 * width, width, group=sub)
+        col = dist.ColumnParallelLinear(width, 4 * width, activation="gelu", group=sub, device=device)
+        row = dist.RowParallelLinear(4 * width, width, group=sub, device=device)
         mine = sum(q.data.nbytes for q in (*col.parameters(), *row.parameters()))
         full = (width * 4 * width + 4 * width) * 4 + (4 * width * width + width) * 4
         out["tensor_parallel"].append({"k": k, "param_bytes_per_rank": mine, "full_bytes": full,
@@ -164,7 +173,7 @@ def launch(p, args):
                    PYTHONPATH=os.path.abspath(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         cmd = [mpiexec, "-n", str(p), sys.executable, os.path.abspath(__file__), "--worker", "--out", path,
                "--width", str(args.width), "--layers", str(args.layers), "--micro-batch", str(args.micro_batch),
-               "--repeat", str(args.repeat), "--micro", *map(str, args.micro)]
+               "--repeat", str(args.repeat), "--backend", args.backend, "--micro", *map(str, args.micro)]
         subprocess.run(cmd, check=True, env=env, timeout=1800)
         with open(path) as f:
             return json.load(f)
@@ -201,7 +210,7 @@ def plot(runs, path):
                     label=f"{kind}: stages' busy share")
             ax.plot(ms_, [r["efficiency"] for r in rows], marker, ls=":", ms=3, color=color, alpha=0.5,
                     label=f"{kind}: m t_mb / step")
-        ax.set_title(f"{p} stages over MPI ({run['cores']} cores)")
+        ax.set_title(f"{p} stages over {run['backend'].upper()} ({run['cores']} cores)")
         ax.set_xlabel("micro-batches m")
         ax.set_ylabel("pipeline efficiency")
         ax.set_ylim(0, 1.05)
@@ -219,13 +228,17 @@ def main():
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--micro-batch", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--backend", default="mpi", choices=["mpi", "nccl"])
     ap.add_argument("--micro", type=int, nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="small sizes, m in 1 2 4: a smoke test")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--out", default=os.path.join(RESULTS, "bench_parallel.json"))
+    ap.add_argument("--out", default=None, help="[benchmarks/results/bench_parallel.json, _nccl.json for NCCL]")
     args = ap.parse_args()
     if args.worker:
         return worker(args)
+    if args.out is None:
+        name = "bench_parallel_nccl.json" if args.backend == "nccl" else "bench_parallel.json"
+        args.out = os.path.join(RESULTS, name)
     if args.quick:
         args.width, args.layers, args.micro_batch, args.repeat, args.max_micro = 64, 1, 8, 2, 4
     args.micro = list(range(1, args.max_micro + 1)) if not args.quick else [1, 2, 4]
