@@ -206,3 +206,22 @@ def test_cuda_n_allocates_and_computes_on_gpu_n():
         for p in model.parameters():
             assert p.device == dev and (dev == "cpu" or p.data.device.id == 1 and p.grad.data.device.id == 1)
     assert losses["cpu"] == pytest.approx(losses["cuda:1"], rel=1e-5)
+
+
+@cuda
+@needs_cuda
+@pytest.mark.parametrize("act", ACTS)
+def test_float16_runs_the_cupy_kernels(act):
+    cp = backend.cupy()
+    rng = np.random.default_rng(4)
+    z, b, gy = (rng.standard_normal(s).astype(np.float16) for s in [(6, 5), (5,), (6, 5)])
+    assert kernels.path(cp.asarray(z), cp.asarray(b)) == "CuPy"
+    y = kernels.bias_act_forward(cp.asarray(z), cp.asarray(b), act)
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(cp.asnumpy(y).astype(np.float32), kernels.bias_act_forward(z, b, act), rtol=2e-2, atol=2e-2)
+    saved = z if kernels.ACTIVATIONS[act].saves == "z" else kernels.bias_act_forward(z, b, act)
+    gz, gb = kernels.bias_act_backward(cp.asarray(gy), cp.asarray(saved), act, b=cp.asarray(b))
+    ref_gz, ref_gb = kernels.bias_act_backward(gy, saved, act, b=b)
+    assert gz.dtype == np.float16
+    np.testing.assert_allclose(cp.asnumpy(gz).astype(np.float32), ref_gz, rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(cp.asnumpy(gb).astype(np.float32), ref_gb, rtol=2e-2, atol=5e-2)

@@ -121,7 +121,7 @@ class _Evaluator:
         if dt is not None:
             self.i += 3
             v = self.unary()
-            return v.astype(dt) if isinstance(v, np.ndarray) else dt.type(v)
+            return v.astype(dt, copy=False) if isinstance(v, np.ndarray) else dt.type(v)
         return self.primary()
 
     def primary(self):
@@ -226,7 +226,7 @@ class ElementwiseKernel:
         for t, pname in self.out_params[len(outs):]:
             outs.append(ndarray._new(np.empty(shape, dtype[t]), dev=cuda._current()))
         for (t, pname), o in zip(self.out_params, outs):
-            env[pname] = o._a.copy()
+            env[pname] = o._a  # statements rebind names, never write into arrays
         with np.errstate(all="ignore"):  # a GPU computes inf and nan silently
             self._run(env, dtype)
         for (t, pname), o in zip(self.out_params, outs):
@@ -241,7 +241,7 @@ class ElementwiseKernel:
             if m and (m.group(1) in dtype or m.group(1) in _CTYPES):
                 dt = dtype.get(m.group(1)) or np.dtype(_CTYPES[m.group(1)])
                 v = _Evaluator(m.group(3), env, dtype).run()
-                env[m.group(2)] = np.asarray(v).astype(dt)
+                env[m.group(2)] = np.asarray(v).astype(dt, copy=False)
                 continue
             m = assign.match(stmt)
             if m is None or m.group(1) not in env:
