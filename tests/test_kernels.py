@@ -505,3 +505,21 @@ def test_activation_params_defaults_and_errors():
     assert kernels.activation_params("relu") == ()
     with pytest.raises(TypeError, match="takes 1 parameter"):
         kernels.activation_params("elu", 1.0, 2.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="no CUDA device")
+@pytest.mark.parametrize("act", TABLE)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_kernels_with_parameters_match_cpu(act, dtype):
+    cp = backend.cupy()
+    z, b, gy = make((33, 17), dtype, seed=14)
+    params = PARAMS.get(act, kernels.activation_params(act))
+    y = kernels.bias_act_forward(cp.asarray(z), cp.asarray(b), act, params=params)
+    saved = z if kernels.ACTIVATIONS[act].saves == "z" else cp.asnumpy(y)
+    gz, gb = kernels.bias_act_backward(cp.asarray(gy), cp.asarray(saved), act, b=cp.asarray(b), params=params)
+    ref_y, ref_gz, ref_gb = table_reference(z, b, gy, act, params)
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(cp.asnumpy(y), ref_y, **tol)
+    np.testing.assert_allclose(cp.asnumpy(gz), ref_gz, **tol)
+    np.testing.assert_allclose(cp.asnumpy(gb), ref_gb, rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)

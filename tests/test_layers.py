@@ -379,3 +379,25 @@ def test_nll_loss_gradcheck_and_errors(rng):
         F.nll_loss(x, mg.tensor([0, 1]))
     with pytest.raises(RuntimeError, match="integer"):
         F.nll_loss(x, mg.tensor([0.0, 1.0, 1.0, 1.0]))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not mg.cuda.is_available(), reason="no CUDA device")
+def test_layers_on_cuda_match_cpu(rng):
+    x = rng.standard_normal((6, 3, 4))
+    results = []
+    for dev in ("cpu", "cuda"):
+        mg.manual_seed(0)
+        ln, bn, emb = nn.LayerNorm(4), nn.BatchNorm1d(3), nn.Embedding(5, 4, padding_idx=1)
+        for m in (ln, bn, emb):
+            m.double().to(dev)
+        xt = mg.tensor(x, device=dev, requires_grad=True)
+        idx = mg.tensor([[0, 1], [4, 4]], device=dev)
+        out = (ln(xt) * bn(xt)).sum() + F.silu(emb(idx)).sum() + F.softplus(xt).sum() \
+            + F.nll_loss(F.log_softmax(xt[:, :, 0], 1), mg.tensor([0, 2, 1, 1, 0, 2], device=dev), ignore_index=1)
+        out.backward()
+        assert F.one_hot(idx, 6).device == xt.device
+        results.append([out, xt.grad, emb.weight.grad, bn.weight.grad, ln.bias.grad, bn.running_var,
+                        F.one_hot(idx, 6)])
+    for cpu, cuda in zip(*results):
+        np.testing.assert_allclose(cuda.numpy(), cpu.numpy(), rtol=1e-10, atol=1e-12)
