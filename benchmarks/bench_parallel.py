@@ -243,7 +243,7 @@ def main():
         args.width, args.layers, args.micro_batch, args.repeat, args.max_micro = 64, 1, 8, 2, 4
     args.micro = list(range(1, args.max_micro + 1)) if not args.quick else [1, 2, 4]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    runs = []
+    runs, load_before = [], os.getloadavg()
     for p in args.stages:
         run = launch(p, args)
         run["cores"] = cores
@@ -262,7 +262,8 @@ def main():
     result = {"command": "python benchmarks/bench_parallel.py " + " ".join(sys.argv[1:]),
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "cpus": os.cpu_count(), "cores_available": cores,
-                          "python": platform.python_version(), "numpy": np.__version__},
+                          "python": platform.python_version(), "numpy": np.__version__,
+                          "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()}},
               "threads_per_rank": 1, "runs": runs}
     if not args.quick:
         os.makedirs(RESULTS, exist_ok=True)

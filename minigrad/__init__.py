@@ -6,6 +6,9 @@ from .random import get_rng_state, manual_seed, set_rng_state  # noqa: F401
 from .tensor import (Tensor, arange, bool_, cat, empty, eye, float16, float32, float64, full, int32,  # noqa: F401
                      int64, matmul, ones, ones_like, rand, randn, stack, tensor, where, zeros, zeros_like)
 from .ops import softmax, log_softmax, relu, sigmoid, tanh, exp, log, sqrt  # noqa: F401
+from .tensor import allclose, from_numpy, full_like, linspace, randperm  # noqa: F401
+from .functions import (abs, argmax, argmin, clamp, clip, clone, logsumexp, max, mean, min,  # noqa: F401,A004
+                        norm, std, sum, var)
 from . import callbacks, data, distributed, nn, optim  # noqa: F401
 from .io import load, load_checkpoint, save, save_checkpoint  # noqa: F401
 from .train import Trainer  # noqa: F401

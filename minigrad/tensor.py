@@ -149,6 +149,46 @@ class Tensor:
     def neg(self): return -self
     def clamp(self, min=None, max=None): return ops.clip(self, _operand(min, self), _operand(max, self))
 
+    # --- more of PyTorch's methods ----------------------------------------------------------
+    def clone(self): return ops.movement.clone(self)
+    def contiguous(self): return ops.movement.contiguous(self)
+    def norm(self, p="fro", dim=None, keepdim=False): return ops.reduce.norm(self, p, dim, keepdim)
+    def logsumexp(self, dim, keepdim=False): return ops.reduce.logsumexp(self, dim, keepdim)
+
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return ops.reduce.var(self, dim, unbiased, keepdim, correction=correction)
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return ops.reduce.std(self, dim, unbiased, keepdim, correction=correction)
+
+    def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        axis, keepdims = (axis if dim is None else dim), (keepdims if keepdim is None else keepdim)
+        return _wrap(self.data.argmin(axis=axis, keepdims=keepdims), self.device)
+
+    def repeat(self, *sizes):
+        """self tiled sizes[i] times along dim i (sizes may add leading dims), as torch.Tensor.repeat;
+        differentiable (a broadcast then a reshape)."""
+        sizes = ops.movement.shape_arg(sizes)
+        if len(sizes) < self.ndim:
+            raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of dimensions "
+                               f"of tensor (repeat dims {list(sizes)}, tensor shape {list(self.shape)})")
+        shape = (1,) * (len(sizes) - self.ndim) + tuple(self.shape)
+        x = self.reshape(*[v for n in shape for v in (1, n)])
+        x = x.expand(*[v for r, n in zip(sizes, shape) for v in (r, n)])
+        return x.reshape(*[r * n for r, n in zip(sizes, shape)])
+
+    def masked_fill(self, mask, value):
+        """value where the bool mask (broadcast with self) is True, else self; value is a number or
+        a 0-d tensor, cast to self's dtype."""
+        if not isinstance(mask, Tensor) or mask.dtype != bool_:
+            found = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+            raise RuntimeError(f"masked_fill only supports boolean masks, but got mask with dtype {found}")
+        value = _const(value, self)
+        if value.ndim:
+            raise RuntimeError("masked_fill only supports a 0-dimensional value tensor, but got tensor with "
+                               f"{value.ndim} dimension(s).")
+        return ops.where(mask, ops.cast(value, self.dtype), self)
+
     # --- arithmetic -----------------------------------------------------------------
     # binary ops promote dtypes as PyTorch (ops.dtypes); the other operand may be a scalar or an array
     def __add__(self, other): return ops.add(self, other)
@@ -434,6 +474,42 @@ def zeros_like(t, dtype=None, device=None, requires_grad=False):
 
 def ones_like(t, dtype=None, device=None, requires_grad=False):
     return ones(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def from_numpy(a):
+    """A CPU tensor that shares a's memory (a change to one shows in the other), as torch.from_numpy."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(a).__name__})")
+    if a.dtype.kind not in "biufc" or not a.dtype.isnative:
+        raise TypeError(f"can't convert np.ndarray of type {a.dtype}: the supported types are booleans, integers, "
+                        "floats and complex numbers in native byte order")
+    return _wrap(a, CPU)
+
+
+def randperm(n, dtype=None, device="cpu", requires_grad=False):
+    """A random permutation of 0 .. n-1 from minigrad's generator (mg.manual_seed)."""
+    dev = _device(device)
+    perm = _random.generator().permutation(n).astype(dtype or int64)
+    return _wrap(to_device(perm, dev), dev).requires_grad_(requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device="cpu", requires_grad=False):
+    """steps evenly spaced values from start to end, both included (float32 by default)."""
+    if steps < 0:
+        raise RuntimeError(f"linspace: number of steps must be non-negative, found {steps}")
+    dev = _device(device)
+    return _wrap(xp_for(dev).linspace(start, end, steps, dtype=dtype or float32), dev).requires_grad_(requires_grad)
+
+
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Whether |a - b| <= atol + rtol * |b| everywhere (a and b broadcast; same dtype, as PyTorch)."""
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"allclose: {b.dtype} did not match {a.dtype}")
+    return bool(get_array_module(a.data).allclose(a.data, b.data, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
 def where(cond, a, b):

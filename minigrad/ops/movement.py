@@ -35,9 +35,48 @@ class Expand(Function):
 
 
 def expand(x, *shape):
-    shape = shape_arg(shape)
-    shape = tuple(x.shape[i - len(shape) + x.ndim] if n == -1 else n for i, n in enumerate(shape))
+    """A read-only broadcast view of x with the given shape: -1 keeps a dimension's size, new
+    dimensions go in front, and only size-1 dimensions grow (PyTorch's rules and errors)."""
+    shape, lead = shape_arg(shape), len(shape_arg(shape)) - x.ndim
+    if lead < 0:
+        raise ShapeError(f"expand: the number of sizes provided ({len(shape)}) must be greater or equal to the "
+                         f"number of dimensions in the tensor ({x.ndim})")
+    out = []
+    for i, n in enumerate(shape):
+        have = x.shape[i - lead] if i >= lead else None
+        if n == -1:
+            if have is None:
+                raise ShapeError(f"The expanded size of the tensor (-1) isn't allowed in a leading, non-existing "
+                                 f"dimension {i}")
+            n = have
+        elif have not in (None, 1, n) or n < 0:
+            raise ShapeError(f"The expanded size of the tensor ({n}) must match the existing size ({have}) at "
+                             f"non-singleton dimension {i}.  Target sizes: {list(shape)}.  Tensor sizes: "
+                             f"{list(x.shape)}")
+        out.append(n)
+    shape = tuple(out)
     return x if shape == x.shape else Expand.apply(x, shape=shape)
+
+
+class Clone(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.copy()  # C-contiguous
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output
+
+
+def clone(x):
+    """A copy of x in new (C-contiguous) memory; differentiable."""
+    return Clone.apply(x)
+
+
+def contiguous(x):
+    """x itself when its memory is C-contiguous, else a contiguous copy (differentiable)."""
+    return x if x.data.flags.c_contiguous else Clone.apply(x)
+
 
 
 _shapes = {}

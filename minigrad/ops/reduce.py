@@ -189,3 +189,113 @@ def log_softmax(x, axis=-1, *, dim=None):
 def softmax(x, axis=-1, *, dim=None):
     """exp(log_softmax(x)): stable for any input, and its backward comes for free."""
     return exp(log_softmax(x, axis, dim=dim))
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Variance over dims (all by default), dividing by N - correction (correction=1 unless
+    unbiased=False, as PyTorch); var(False) is var(unbiased=False)."""
+    if isinstance(dim, bool):
+        dim, unbiased = None, dim
+    if x.dtype.kind not in "fc":
+        raise RuntimeError(f"std and var only support floating point and complex dtypes, found {x.dtype}")
+    axis = _norm_axis(x, None, dim)
+    if correction is None:
+        correction = 0 if unbiased is False else 1
+    n = x.data.size
+    if axis is not None:
+        n = 1
+        for a in axis if isinstance(axis, tuple) else (axis,):
+            n *= x.shape[a]
+    d = x - mean(x, axis, keepdims=True)
+    return sum(d * d, axis, keepdim) / (n - correction if n > correction else 0)
+
+
+def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Standard deviation: the square root of var (same arguments)."""
+    return var(x, dim, unbiased, keepdim, correction=correction).sqrt()
+
+
+class LogSumExp(Function):
+    @staticmethod
+    def forward(ctx, x, axis, keepdims):
+        xp = get_array_module(x)
+        m = x.max(axis=axis, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0)  # all -inf (or an inf) in a slice: no shift
+        with xp.errstate(divide="ignore"):  # log(0) = -inf: every entry -inf
+            y = xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True)) + m
+        ctx.save_for_backward(x, y)
+        return y if keepdims else y.reshape(_reduced_shape(x.shape, axis))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, y = ctx.saved_tensors
+        return grad_output.reshape(y.shape) * get_array_module(x).exp(x - y)
+
+
+def _reduced_shape(shape, axis):
+    axes = range(len(shape)) if axis is None else axis if isinstance(axis, tuple) else (axis,)
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
+def logsumexp(x, dim, keepdim=False):
+    """log(sum(exp(x))) over dims, computed stably (shifted by the maximum); integer inputs give float32."""
+    if x.dtype.kind not in "fc":
+        x = autograd._wrap(x.data.astype("float32"), x.device)
+    return LogSumExp.apply(x, axis=_norm_axis(x, None, dim), keepdims=keepdim)
+
+
+class Norm(Function):
+    """The vector p-norm over axes (p >= 0 or +-inf); its gradient is 0 where the norm is 0, and
+    the inf-norms' ties share it equally, as in PyTorch."""
+    @staticmethod
+    def forward(ctx, x, p, axis, keepdims):
+        xp = get_array_module(x)
+        a = abs(x)
+        if p == float("inf") or p == -float("inf"):
+            n = (a.max if p > 0 else a.min)(axis=axis, keepdims=True)
+        elif p == 0:
+            n = (x != 0).sum(axis=axis, keepdims=True).astype(x.dtype)
+        elif p == 1:
+            n = a.sum(axis=axis, keepdims=True)
+        elif p == 2:
+            n = xp.sqrt((x * x).sum(axis=axis, keepdims=True))
+        else:
+            n = (a ** p).sum(axis=axis, keepdims=True) ** (1 / p)
+        ctx.save_for_backward(x, n)
+        ctx.p, ctx.axis = p, axis
+        return n if keepdims else n.reshape(_reduced_shape(x.shape, axis))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, n = ctx.saved_tensors
+        xp, p = get_array_module(x), ctx.p
+        g = grad_output.reshape(n.shape)
+        if p == 0:
+            return None  # a count: no gradient, as PyTorch
+        if p == 1:
+            return xp.sign(x) * g
+        if p == float("inf") or p == -float("inf"):
+            hit = abs(x) == n
+            return xp.sign(x) * hit * (g / hit.sum(axis=ctx.axis, keepdims=True))
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            scale = xp.where(n == 0, 0, g / n ** (p - 1))
+            if p == 2:
+                return x * scale
+            if p < 1:
+                return xp.where(x == 0, 0, xp.sign(x) * abs(x) ** (p - 1)) * scale
+            return x * abs(x) ** (p - 2) * scale
+
+
+def norm(x, p="fro", dim=None, keepdim=False):
+    """The vector p-norm of x over dims (all by default): p = 'fro' (2), any p > 0, inf, -inf, or 0
+    (the count of nonzero entries, whose gradient is None)."""
+    if x.dtype.kind not in "fc":
+        raise RuntimeError(f"linalg.vector_norm: Expected a floating point or complex tensor as input. Got {x.dtype}")
+    if isinstance(p, str):
+        if p != "fro":
+            raise ValueError(f"norm: p must be a number or 'fro', found {p!r} (matrix norms are not supported)")
+        p = 2
+    axis = _norm_axis(x, None, dim)
+    if p < 0 and p != -float("inf"):
+        raise ValueError(f"norm: p must be >= 0, inf or -inf, found {p}")
+    return Norm.apply(x, p=float(p), axis=axis, keepdims=keepdim)
