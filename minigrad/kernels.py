@@ -111,12 +111,11 @@ def activation_params(activation, *values):
 _cpp_names = None
 
 
-def _in_cpp(activation):
-    """Whether the C++ kernel has a case for this activation (asked of the extension once)."""
+def _cpp_activations():
+    """The activations the C++ kernel has a case for (asked of the extension once)."""
     global _cpp_names
-    if _cpp_names is None:
-        _cpp_names = frozenset(backend.ext().activations()) | {None}
-    return activation in _cpp_names
+    _cpp_names = frozenset(backend.ext().activations()) | {None}
+    return _cpp_names
 
 
 def path(*arrays):
@@ -185,7 +184,8 @@ def matmul(a, b, out=None):
                 return c if blas.matmul(a, b, c) else np.matmul(a, b, out=c)
             if out is None and 1 <= b.ndim <= 2 and a.ndim and a.shape[-1] == b.shape[0] \
                     and (a.ndim <= 2 or a.flags.c_contiguous):
-                a2 = a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a[None, :]
+                a2 = a.reshape(a.size // a.shape[-1] if a.shape[-1] else int(np.prod(a.shape[:-1])),
+                               a.shape[-1]) if a.ndim > 1 else a[None, :]  # (-1 is ambiguous for a.size == 0)
                 c = matmul(a2, b if b.ndim == 2 else b[:, None])
                 return c.reshape(a.shape[:-1] + b.shape[1:])
     return backend.get_array_module(a).matmul(a, b, out=out)
@@ -200,11 +200,12 @@ def bias_act_forward(z, b, activation, out=None, params=None):
     """y = act(z + b) for z (..., M), b (M,) or None. Writes into `out` when given (out=z works in
     place), else returns a new array of z's shape and dtype. params: the activation's scalar
     parameters (activation_params); None for its defaults."""
-    activation = check_activation(activation)
+    if activation not in ACTIVATIONS:
+        activation = check_activation(activation)
     if params is None:
         params = _DEFAULTS[activation]
     kind = path(z, b, out)
-    if kind == "C++" and z.ndim and z.size and _in_cpp(activation):
+    if kind == "C++" and z.ndim and z.size and activation in (_cpp_names or _cpp_activations()):
         m = z.shape[-1]
         res = backend.ext().bias_act_forward(_as_rows(z, m), b, activation,
                                              None if out is None else _as_rows(out, m), params)
@@ -221,13 +222,14 @@ def bias_act_backward(gy, saved, activation, b=None, need_gz=True, need_gb=True,
     which case the bias b is passed too (it is ignored otherwise). gz = gy * act'(.) has gy's shape
     (for identity it is gy itself), gb = gz summed over all but the last axis. Either is None when
     not asked for."""
-    activation = check_activation(activation)
+    if activation not in ACTIVATIONS:
+        activation = check_activation(activation)
     if params is None:
         params = _DEFAULTS[activation]
     if ACTIVATIONS[activation].saves != "z":
         b = None
     kind = path(gy, saved, b)
-    if kind == "C++" and gy.ndim and gy.size and _in_cpp(activation):
+    if kind == "C++" and gy.ndim and gy.size and activation in (_cpp_names or _cpp_activations()):
         m = gy.shape[-1]
         gz, gb = backend.ext().bias_act_backward(_as_rows(gy, m), _as_rows(saved, m), activation,
                                                  b, need_gz, need_gb, params)

@@ -1,4 +1,6 @@
 """Elementwise ops. Inputs broadcast as in NumPy; backward() sums each gradient back to its input's shape."""
+import numbers
+
 import numpy as np
 
 from .. import autograd
@@ -267,9 +269,11 @@ def abs_(x): return Abs.apply(x)
 
 
 def clip(x, lo=None, hi=None):
+    """x limited to [lo, hi] (either may be None), in the dtype x promotes to with scalar bounds."""
     if lo is None and hi is None:
         raise RuntimeError("clip: At least one of 'min' or 'max' must not be None")
-    return Clip.apply(x, lo=lo, hi=hi)
+    dt = result_type(x, *(b for b in (lo, hi) if isinstance(b, numbers.Number)))
+    return Clip.apply(cast(x, dt), lo=lo, hi=hi)
 
 
 def where(cond, a, b):

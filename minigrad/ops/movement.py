@@ -132,11 +132,12 @@ def reshape(x, *shape):
 
 
 def flatten(x, start=0, end=-1):
+    """x with dims start..end (inclusive) merged into one; a 0-d x becomes 1-d."""
     s = x.shape
-    if not s:
-        return reshape(x, 1)
-    start, end = start % len(s), end % len(s)
-    return reshape(x, s[:start] + (-1,) + s[end + 1:])
+    start, end = dim_index(start, len(s)), dim_index(end, len(s))
+    if start > end:
+        raise RuntimeError(f"flatten: start_dim ({start}) cannot come after end_dim ({end}) for shape {s}")
+    return reshape(x, s[:start] + (int(np.prod(s[start:end + 1])),) + s[end + 1:])
 
 
 class Transpose(Function):
@@ -170,7 +171,8 @@ def transpose(x, *dims):
     if len(dims) == 2:
         a, b = dim_index(dims[0], n), dim_index(dims[1], n)
         perm = list(range(n))
-        perm[a], perm[b] = b, a
+        if n:
+            perm[a], perm[b] = b, a
         return permute(x, perm)
     return permute(x, *dims) if dims else permute(x, tuple(range(n))[::-1])
 
@@ -278,6 +280,10 @@ def _check_same(seq, what, axis):
 
 
 def cat(seq, axis=0, *, dim=None):
+    seq = list(seq)
+    kept = [t for t in seq if t.shape != (0,)]  # PyTorch's legacy rule: 1-D empty tensors are skipped
+    if len(kept) < len(seq):
+        return cat(kept, axis, dim=dim) if kept else seq[0]
     seq, axis = _check_same(seq, "cat", axis if dim is None else dim)
     return Cat.apply(*seq, axis=axis)
 

@@ -82,23 +82,33 @@ class TakeAlong(Function):
         return hit * grad_output.reshape(ctx.indices.shape)
 
 
-def _norm_axis(x, axis, dim):
-    """The reduction axis (PyTorch's dim= wins over axis=) as None (all, also for ()), an int or a
-    tuple, each in [0, ndim); IndexError for one out of range, RuntimeError for a repeated one."""
+def _norm_axis(x, axis, dim, extremum=None):
+    """The reduction axis (PyTorch's dim= wins over axis=) as None (all, also for () and for a 0-d
+    x), an int or a tuple, each in [0, ndim); IndexError for one out of range, RuntimeError for a
+    repeated one. extremum ("amax"/"amin") adds PyTorch's checks for an empty x, which NumPy cannot
+    reduce."""
     axis = dim if dim is not None else axis
     if axis is None or axis == ():
+        axes = None
+    else:
+        axes = tuple(dim_index(a, x.ndim) for a in (axis if isinstance(axis, (tuple, list)) else (axis,)))
+    if extremum and x.data.size == 0:
+        if axes is None:
+            raise RuntimeError(f"{extremum}(): Expected reduction dim to be specified for input.numel() == 0.")
+        for a in axes:
+            if x.shape[a] == 0:
+                raise IndexError(f"{extremum}(): Expected reduction dim {a} to have non-zero size.")
+    if axes is None or x.ndim == 0:
         return None
-    if isinstance(axis, (tuple, list)):
-        axes = tuple(dim_index(a, x.ndim) for a in axis)
-        if len(set(axes)) != len(axes):
-            raise RuntimeError(f"dim {next(a for a in axes if axes.count(a) > 1)} appears multiple times in the list of dims {axis}")
-        return axes
-    return dim_index(axis, x.ndim)
+    if len(set(axes)) != len(axes):
+        raise RuntimeError(f"dim {next(a for a in axes if axes.count(a) > 1)} appears multiple times in the "
+                           f"list of dims {axis}")
+    return axes if isinstance(axis, (tuple, list)) else axes[0]
 
 
-def _reduction(x, axis, dim, keepdims, keepdim):
+def _reduction(x, axis, dim, keepdims, keepdim, extremum=None):
     """(axis, keepdims) of a reduction called NumPy's way or PyTorch's."""
-    return dict(axis=_norm_axis(x, axis, dim), keepdims=keepdims if keepdim is None else keepdim)
+    return dict(axis=_norm_axis(x, axis, dim, extremum), keepdims=keepdims if keepdim is None else keepdim)
 
 
 def sum(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
@@ -112,25 +122,13 @@ def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
     return Mean.apply(x, **_reduction(x, axis, dim, keepdims, keepdim))
 
 
-def _extremum(x, axis, keepdims, minimum):
-    """amax / amin: the checks PyTorch makes (NumPy has no answer for an empty reduction)."""
-    name = "amin" if minimum else "amax"
-    if x.data.size == 0:
-        if axis is None:
-            raise RuntimeError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0.")
-        for a in axis if isinstance(axis, tuple) else (axis,):
-            if x.shape[a] == 0:
-                raise IndexError(f"{name}(): Expected reduction dim {a} to have non-zero size.")
-    return Max.apply(x, axis=axis, keepdims=keepdims, minimum=minimum)
-
-
 def amax(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
     """The largest entries over dims (all by default); tied entries share the gradient equally."""
-    return _extremum(x, **_reduction(x, axis, dim, keepdims, keepdim), minimum=False)
+    return Max.apply(x, **_reduction(x, axis, dim, keepdims, keepdim, "amax"), minimum=False)
 
 
 def amin(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    return _extremum(x, **_reduction(x, axis, dim, keepdims, keepdim), minimum=True)
+    return Max.apply(x, **_reduction(x, axis, dim, keepdims, keepdim, "amin"), minimum=True)
 
 
 MaxResult = namedtuple("max", ["values", "indices"])  # as torch.return_types.max: a (values, indices) tuple
@@ -142,7 +140,7 @@ def _max_min(x, axis, keepdims, dim, keepdim, minimum):
     index in each slice, which alone receives the gradient."""
     d = dim if dim is not None else axis
     if d is None:
-        return _extremum(x, None, False, minimum)
+        return (amin if minimum else amax)(x)
     if not isinstance(d, int):
         raise TypeError(f"{'min' if minimum else 'max'}(): dim must be an int, found {d!r}; amax/amin take several dims")
     keepdims = keepdims if keepdim is None else keepdim
@@ -169,7 +167,7 @@ class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, axis):
         xp = get_array_module(x)
-        z = x - x.max(axis=axis, keepdims=True)
+        z = x - x.max(axis=axis, keepdims=True) if x.size else x  # (an empty x has no max)
         y = z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
         ctx.save_for_backward(y)
         ctx.axis = axis
