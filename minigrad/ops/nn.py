@@ -21,7 +21,8 @@ def _check_bias(op, z, b, what="input"):
 class BiasAct(Function):
     @staticmethod
     def forward(ctx, z, b=None, activation=None, params=()):
-        _check_bias("bias_act", z, b)
+        if b is not None:
+            _check_bias("bias_act", z, b)
         ctx.activation, ctx.params = activation, params
         y = kernels.bias_act_forward(z, b, activation, params=params)
         ctx.save_for_backward(z if kernels.ACTIVATIONS[activation].saves == "z" else y, b)
