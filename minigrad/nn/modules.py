@@ -157,15 +157,8 @@ class LayerNorm(Module):
         super().__init__()
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
-        if elementwise_affine:
-            self.weight = _param(shape, 1.0, dtype, device)
-            self.bias = _param(shape, 0.0, dtype, device) if bias else None
-        else:
-            self.weight = self.bias = None
-        if self.weight is None:
-            self.register_parameter("weight", None)
-        if self.bias is None:
-            self.register_parameter("bias", None)
+        self.register_parameter("weight", _param(shape, 1.0, dtype, device) if elementwise_affine else None)
+        self.register_parameter("bias", _param(shape, 0.0, dtype, device) if elementwise_affine and bias else None)
 
     def forward(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -210,15 +203,14 @@ class BatchNorm1d(Module):
         if x.ndim not in (2, 3) or x.shape[1] != self.num_features:
             raise ValueError(f"BatchNorm1d({self.num_features}) expected input of shape (N, {self.num_features}) or "
                              f"(N, {self.num_features}, L), found {tuple(x.shape)}")
-        momentum = 0.0 if self.momentum is None else self.momentum
+        momentum = self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1
-            if self.momentum is None:  # cumulative moving average
+            if momentum is None:  # cumulative moving average
                 momentum = 1.0 / float(self.num_batches_tracked.data)
-        use_batch = self.training or not self.track_running_stats
-        return F.batch_norm(x, self.running_mean if not use_batch or self.training else None,
-                            self.running_var if not use_batch or self.training else None,
-                            self.weight, self.bias, use_batch, momentum, self.eps)
+        # without running statistics (None), the batch's are used in eval() too, as PyTorch
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training or not self.track_running_stats, momentum, self.eps)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
