@@ -1,5 +1,5 @@
 """mg.nn layers beyond Linear: the activation modules, ModuleList / ModuleDict, LayerNorm, BatchNorm1d,
-Embedding, NLLLoss, and their mg.nn.functional forms (one_hot and nll_loss too), each against
+Embedding, NLLLoss, and their mg.nn.functional forms (one_hot, nll_loss and logsumexp too), each against
 PyTorch (values, gradients, dtypes, state_dict keys and shapes) and gradient-checked in float64."""
 import warnings
 
@@ -327,7 +327,7 @@ def test_embedding_init_gradcheck_and_errors():
     assert not pre.weight.requires_grad and pre(mg.tensor([2])).tolist() == [[1.0, 1.0]]
 
 
-# --- one_hot, nll_loss -----------------------------------------------------------------
+# --- one_hot, nll_loss, logsumexp -----------------------------------------------------------------
 @needs_torch
 def test_one_hot_matches_torch():
     t = np.array([[0, 3], [1, 1]])
@@ -379,6 +379,19 @@ def test_nll_loss_gradcheck_and_errors(rng):
         F.nll_loss(x, mg.tensor([0, 1]))
     with pytest.raises(RuntimeError, match="integer"):
         F.nll_loss(x, mg.tensor([0.0, 1.0, 1.0, 1.0]))
+
+
+@needs_torch
+@pytest.mark.parametrize("dim,keepdim", [(1, False), (0, True), ((0, 1), False)])
+def test_logsumexp_matches_torch(dim, keepdim, rng):
+    a = rng.standard_normal((3, 4)) * 50  # large values: computed stably
+    x, tx = t64(a), torch_twin(a)
+    y, ty = F.logsumexp(x, dim, keepdim=keepdim), torch.logsumexp(tx, dim, keepdim=keepdim)
+    y.sum().backward()
+    ty.sum().backward()
+    assert_close(y, ty)
+    assert_close(x.grad, tx.grad)
+    assert gradcheck(lambda x: F.logsumexp(x, dim, keepdim), [t64(rng.standard_normal((3, 4)))])
 
 
 @pytest.mark.cuda

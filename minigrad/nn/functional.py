@@ -158,3 +158,8 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     q, total = _index_coefficients(t, c, keep, weight, 0.0, input.dtype)
     return NLLLoss.apply(input, reduction=reduction, q=q, n=total)
 
+
+
+def logsumexp(input, dim, keepdim=False):
+    """log(sum(exp(input))) over dim, computed stably (Tensor.logsumexp)."""
+    return input.logsumexp(dim, keepdim=keepdim)
