@@ -12,7 +12,7 @@ import functools
 import threading
 import weakref
 
-from .backend import get_array_module
+from .backend import CPU, get_array_module, use_device
 
 Tensor = None  # set by minigrad.tensor, which imports this module
 _wrap = None
@@ -195,6 +195,8 @@ class Function:
         ctx.saved_tensors = ()
         x = inputs[0]
         dev = x.device
+        if dev is not CPU:  # CuPy launches on the current GPU: make it the inputs' one
+            use_device(dev)
         if len(inputs) == 1:
             needs = ctx.needs_input_grad = (_state.grad_enabled and x.requires_grad,)
             out = _wrap(cls.forward(ctx, x.data, **kwargs), dev)
@@ -308,6 +310,9 @@ def backward(tensor, grad=None, retain_graph=False):
             if g is None:  # no gradient flowed here (e.g. an unused branch)
                 in_grads = (None,) * len(inputs)
             else:
+                dev = inputs[0].device
+                if dev is not CPU:  # as in Function.apply
+                    use_device(dev)
                 in_grads = node.backward(node, g)
                 if type(in_grads) is not tuple:
                     in_grads = (in_grads,)

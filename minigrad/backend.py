@@ -112,6 +112,12 @@ def _use(index):
         rt.setDevice(index)
 
 
+def use_device(dev):
+    """Make Device `dev` current when it is a GPU (see _use); the op dispatch calls it."""
+    if dev.type == "cuda":
+        _use(dev.index)
+
+
 def get_array_module(a):
     """numpy for NumPy arrays (and scalars), cupy for CuPy arrays."""
     if type(a) is np.ndarray:

@@ -188,6 +188,11 @@ def test_cuda_n_allocates_and_computes_on_gpu_n():
             on_gpu0(lambda: mg.ones(2, device="cuda:0").to("cuda:1"))]
     for t in made:
         assert t.device == "cuda:1" and t.data.device.id == 1
+    a0, b1 = mg.ones(3, device="cuda:0", requires_grad=True), mg.ones(3, device="cuda:1", requires_grad=True)
+    l0, l1 = (a0 * 2).sum(), (b1 * 3).sum()  # ops alternate between the GPUs
+    l0.backward()
+    l1.backward()
+    assert a0.grad.data.device.id == 0 and b1.grad.data.device.id == 1 and a0.grad.tolist() == [2.0] * 3
     mg.manual_seed(0)
     x = mg.randn(8, 3)
     y = mg.tensor(np.arange(8) % 2)
