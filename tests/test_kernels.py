@@ -523,3 +523,29 @@ def test_cuda_kernels_with_parameters_match_cpu(act, dtype):
     np.testing.assert_allclose(cp.asnumpy(y), ref_y, **tol)
     np.testing.assert_allclose(cp.asnumpy(gz), ref_gz, **tol)
     np.testing.assert_allclose(cp.asnumpy(gb), ref_gb, rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+def test_a_new_row_is_all_an_activation_needs(monkeypatch):
+    """softsign, added as one row with no C++ case: Linear runs it (on NumPy), gradients included, and
+    its CuPy source is generated."""
+    row = kernels.Activation(lambda m, h: h / (1 + m.where(h < 0, -h, h)),
+                             lambda m, g, s: g / ((1 + m.where(s < 0, -s, s)) * (1 + m.where(s < 0, -s, s))),
+                             saves="z")
+    monkeypatch.setitem(kernels.ACTIVATIONS, "softsign", row)
+    monkeypatch.setitem(kernels._DEFAULTS, "softsign", ())
+    rng = np.random.default_rng(15)
+    lin = mg.nn.Linear(5, 3, activation="softsign", dtype=np.float64)
+    xs = rng.standard_normal((4, 5))
+    x = t64(xs)
+    lin(x).sum().backward()
+    tx = torch.tensor(xs, requires_grad=True)
+    tw, tb = (torch.tensor(p.numpy(), requires_grad=True) for p in (lin.weight, lin.bias))
+    ty = torch.nn.functional.softsign(torch.nn.functional.linear(tx, tw, tb))
+    ty.sum().backward()
+    np.testing.assert_allclose(lin(x).numpy(), ty.detach().numpy(), rtol=1e-12)
+    for mine, theirs in [(x, tx), (lin.weight, tw), (lin.bias, tb)]:
+        np.testing.assert_allclose(mine.grad.numpy(), theirs.grad.numpy(), rtol=1e-12, atol=1e-14)
+    assert gradcheck(lambda z: bias_act(z, None, "softsign"), [t64(rng.standard_normal((3, 4)))])
+    src = kernels.cupy_source("fwd", "softsign")
+    assert src.startswith("y = (h / ((T)1.0 + ((h < (T)0.0) ?") and src.endswith(";")
