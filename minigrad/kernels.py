@@ -297,7 +297,9 @@ def _numpy_forward(z, b, activation, params, out):
         # overflow (exp) and inf * 0 happen only in the branches where() drops, or give PyTorch's inf/nan
         with np.errstate(over="ignore", invalid="ignore"):
             y = ACTIVATIONS[activation].forward(_NUMPY_MATH, _opmath(h), *params)
-        y = y.astype(h.dtype, copy=False)
+        # a float input keeps its dtype; an integer one stays integer where the formula keeps it
+        # (relu) and is otherwise float32, PyTorch's default float dtype
+        y = y.astype(h.dtype if h.dtype.kind == "f" or y.dtype.kind != "f" else np.float32, copy=False)
     if out is not None:
         out[...] = y
         return out

@@ -207,6 +207,15 @@ def test_other_dtypes_take_numpy_path(dtype):
     np.testing.assert_array_equal(kernels.bias_act_forward(z, None, "relu"), np.maximum(z, 0))
 
 
+@pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh"])
+def test_integer_inputs_give_torchs_dtype(act):
+    x = mg.tensor([-2, 0, 3])
+    y, ty = getattr(x, act)(), getattr(torch.tensor([-2, 0, 3]), act)()
+    assert str(y.dtype) == str(ty.dtype).replace("torch.", "")
+    np.testing.assert_allclose(y.numpy(), ty.numpy(), rtol=1e-6)
+
+
 FALLBACK_SCRIPT = r"""
 import math, numpy as np
 from minigrad import backend, kernels
