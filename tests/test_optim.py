@@ -597,3 +597,23 @@ def test_other_unknown_arguments_are_plain_type_errors():
         optim.SGD(make_model().parameters(), lrr=0.1)
     opt = optim.Adagrad(make_model().parameters(), initial_accumulator_value=0.5)   # a PyTorch argument too
     assert opt.param_groups[0]["initial_accumulator_value"] == 0.5
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop", "Adagrad"])
+def test_state_follows_the_model_to_another_device(device, name):
+    kw = dict(lr=0.05, momentum=0.9) if name == "SGD" else dict(lr=0.01)
+    data = batches(4)
+    results = []
+    for dev in ("cpu", device):
+        model = make_model(mg.float32)
+        opt = getattr(optim, name)(model.parameters(), **kw)
+        train(model, opt, data[:2], dtype=np.float32)
+        model.to(dev)
+        for x, y in data[2:]:
+            opt.zero_grad()
+            nn.CrossEntropyLoss()(model(mg.tensor(x.astype(np.float32), device=dev)), mg.tensor(y, device=dev)).backward()
+            opt.step()
+        assert all(v.device == p.device for p in model.parameters() for v in opt.state[p].values()
+                   if isinstance(v, mg.Tensor))
+        results.append([p.numpy() for p in model.parameters()])
+    assert_params_close(results[0], results[1], rtol=1e-5, atol=1e-6)
