@@ -74,6 +74,11 @@ def as_operand(x, like):
     return autograd.Tensor(x, device=like.device)
 
 
+def floating(x):
+    """x for a floating-point op (exp, log, ...): integer and bool tensors as the default float dtype."""
+    return x if x.data.dtype.kind in "fc" else cast(x, DEFAULT_FLOAT)
+
+
 def promote(a, b):
     """a and b (Tensors, or one of them a scalar or array) as Tensors of their result dtype."""
     if not isinstance(a, autograd.Tensor):

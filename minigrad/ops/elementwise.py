@@ -6,7 +6,7 @@ import numpy as np
 from .. import autograd
 from ..autograd import Function
 from ..backend import get_array_module
-from .dtypes import DEFAULT_FLOAT, binary, result_type
+from .dtypes import DEFAULT_FLOAT, binary, floating, result_type
 from .movement import broadcast_shape, cast
 
 
@@ -262,10 +262,15 @@ def neg(x):
     return Neg.apply(x)
 
 
-def exp(x): return Exp.apply(x)
-def log(x): return Log.apply(x)
-def sqrt(x): return Sqrt.apply(x)
-def abs_(x): return Abs.apply(x)
+def exp(x): return Exp.apply(floating(x))
+def log(x): return Log.apply(floating(x))
+def sqrt(x): return Sqrt.apply(floating(x))
+
+
+def abs_(x):
+    if x.data.dtype.kind == "b":
+        raise NotImplementedError("abs: not implemented for bool tensors")
+    return Abs.apply(x)
 
 
 def clip(x, lo=None, hi=None):

@@ -181,12 +181,18 @@ class LogSoftmax(Function):
 
 
 def log_softmax(x, axis=-1, *, dim=None):
-    return LogSoftmax.apply(x, axis=_norm_axis(x, axis, dim))
+    axis = _norm_axis(x, axis, dim)
+    if x.data.dtype.kind not in "fc":  # PyTorch has no integer kernel, and returns an empty input as it is
+        if x.data.size:
+            raise NotImplementedError(f"log_softmax / softmax: not implemented for {x.data.dtype} tensors")
+        return x
+    return LogSoftmax.apply(x, axis=axis)
 
 
 def softmax(x, axis=-1, *, dim=None):
     """exp(log_softmax(x)): stable for any input, and its backward comes for free."""
-    return exp(log_softmax(x, axis, dim=dim))
+    y = log_softmax(x, axis, dim=dim)
+    return x if y is x else exp(y)
 
 
 def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
