@@ -122,8 +122,6 @@ def test_max_backward_keeps_float32_on_cuda():
 
 @cuda
 @needs_cuda
-@pytest.mark.xfail(reason="ops/reduce.py (engineer A1's rework) still passes axis 0 of a 0-d array to the "
-                          "array module: NumPy accepts it, CuPy raises AxisError")
 def test_sum_over_axis_0_of_a_0d_tensor_is_the_same_on_cpu_and_cuda():
     results = []
     for dev in ("cpu", "cuda"):
