@@ -4,7 +4,7 @@ import math
 from .. import kernels
 from ..backend import get_array_module
 from ..tensor import _wrap
-from .optimizer import Optimizer, fused_or_plain
+from .optimizer import Optimizer, plain_update
 
 
 class Adam(Optimizer):
@@ -68,29 +68,28 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr, be
     step_sizes = [lr / (1 - beta1 ** t) for t in steps]
     bias2_sqrts = [math.sqrt(1 - beta2 ** t) for t in steps]
 
-    def plain():
-        w = 1 - beta1
-        for i, (p, g) in enumerate(zip(params, grads)):
-            xp = get_array_module(p)
-            if weight_decay:
-                if decoupled:
-                    p *= 1 - lr * weight_decay
-                else:
-                    g = g + xp.multiply(p, weight_decay)
-            m, v = exp_avgs[i], exp_avg_sqs[i]
-            d = g - m                                   # torch.lerp(m, g, w), both of its branches
-            if w < 0.5:
-                m += d * w
+    if fused is not False and kernels.adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step_sizes,
+                                                bias2_sqrts, lr, beta1, beta2, eps, weight_decay, decoupled):
+        return
+    plain_update(fused, params, grads)
+    w = 1 - beta1
+    for i, (p, g) in enumerate(zip(params, grads)):
+        xp = get_array_module(p)
+        if weight_decay:
+            if decoupled:
+                p *= 1 - lr * weight_decay
             else:
-                xp.subtract(g, d * (1 - w), out=m)
-            v *= beta2
-            v += xp.multiply(g, 1 - beta2) * g
-            if max_exp_avg_sqs is not None:
-                v = xp.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
-            denom = xp.sqrt(v) / bias2_sqrts[i]
-            denom += eps
-            p += (m / denom) * -step_sizes[i]
-
-    fused_or_plain(fused, lambda: kernels.adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step_sizes,
-                                                    bias2_sqrts, lr, beta1, beta2, eps, weight_decay, decoupled),
-                   plain, params, grads)
+                g = g + xp.multiply(p, weight_decay)
+        m, v = exp_avgs[i], exp_avg_sqs[i]
+        d = g - m                                   # torch.lerp(m, g, w), both of its branches
+        if w < 0.5:
+            m += d * w
+        else:
+            xp.subtract(g, d * (1 - w), out=m)
+        v *= beta2
+        v += xp.multiply(g, 1 - beta2) * g
+        if max_exp_avg_sqs is not None:
+            v = xp.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
+        denom = xp.sqrt(v) / bias2_sqrts[i]
+        denom += eps
+        p += (m / denom) * -step_sizes[i]

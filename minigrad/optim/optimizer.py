@@ -237,14 +237,10 @@ def check_grads(arrays, grads):
                                f"{device_of(g)}")
 
 
-def fused_or_plain(fused, kernel, plain, arrays, grads):
-    """Run kernel() (the one-pass C++ update over the lists; False, having done nothing, where the
-    extension does not take these arrays) unless fused is False, else plain() (the per-parameter
-    update in the arrays' own module). fused=True insists on the kernel."""
-    if fused is not False and kernel():
-        return
+def plain_update(fused, arrays, grads):
+    """Called where the one-pass C++ update did not take the arrays, before the plain per-parameter
+    update runs: a gradient of the wrong shape or device raises here, and so does fused=True."""
     check_grads(arrays, grads)
     if fused:
         raise RuntimeError("fused=True: the compiled update takes C-contiguous float32/float64 NumPy arrays "
                            "(and needs minigrad._C); pass fused=None to fall back to the plain update")
-    plain()

@@ -2,7 +2,7 @@
 from .. import kernels
 from ..backend import get_array_module
 from ..tensor import _wrap
-from .optimizer import Optimizer, fused_or_plain
+from .optimizer import Optimizer, plain_update
 
 
 class SGD(Optimizer):
@@ -52,24 +52,24 @@ def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_deca
     first = []
     if momentum_buffers is not None:
         first = [b is None for b in momentum_buffers]
-        for i, b in enumerate(momentum_buffers):
-            if b is None:
-                momentum_buffers[i] = get_array_module(params[i]).empty_like(params[i])
-
-    def plain():
-        for i, (p, g) in enumerate(zip(params, grads)):
-            xp = get_array_module(p)
-            if weight_decay:
-                g = g + xp.multiply(p, weight_decay)
-            if momentum_buffers is not None:
-                buf = momentum_buffers[i]
-                if first[i]:
-                    buf[...] = g
-                else:
-                    buf *= momentum
-                    buf += xp.multiply(g, 1 - dampening) if dampening else g
-                g = g + xp.multiply(buf, momentum) if nesterov else buf
-            p -= xp.multiply(g, lr)
-
-    fused_or_plain(fused, lambda: kernels.sgd_step(params, grads, momentum_buffers, first, lr, momentum, dampening,
-                                                   weight_decay, nesterov), plain, params, grads)
+        if True in first:
+            for i, b in enumerate(momentum_buffers):
+                if b is None:
+                    momentum_buffers[i] = get_array_module(params[i]).empty_like(params[i])
+    if fused is not False and kernels.sgd_step(params, grads, momentum_buffers, first, lr, momentum, dampening,
+                                               weight_decay, nesterov):
+        return
+    plain_update(fused, params, grads)
+    for i, (p, g) in enumerate(zip(params, grads)):
+        xp = get_array_module(p)
+        if weight_decay:
+            g = g + xp.multiply(p, weight_decay)
+        if momentum_buffers is not None:
+            buf = momentum_buffers[i]
+            if first[i]:
+                buf[...] = g
+            else:
+                buf *= momentum
+                buf += xp.multiply(g, 1 - dampening) if dampening else g
+            g = g + xp.multiply(buf, momentum) if nesterov else buf
+        p -= xp.multiply(g, lr)
