@@ -270,7 +270,8 @@ class ndarray:
     def _method(name):  # noqa: N805
         def method(self, *args, **kwargs):
             _check_device(self)
-            _check_axis(self, args[:1], kwargs)
+            if name in _REDUCTIONS:
+                _check_axis(self, args[:1], kwargs)
             return _call(getattr(self._a, name), args, kwargs)
         method.__name__ = name
         return method
