@@ -238,7 +238,9 @@ class Tensor:
     def amin(self, axis=None, keepdims=False, *, dim=None, keepdim=None): return ops.amin(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
     def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        axis, keepdims = (axis if dim is None else dim), (keepdims if keepdim is None else keepdim)
+        if self.dtype == bool_:
+            raise RuntimeError("argmax(): does not support bool input")
+        axis, keepdims = ops.reduce._norm_axis(self, axis, dim, "argmax"), (keepdims if keepdim is None else keepdim)
         return _wrap(self.data.argmax(axis=axis, keepdims=keepdims), self.device)
 
     def exp(self): return ops.exp(self)

@@ -302,6 +302,11 @@ OPS = [Op(name, binary if name != "pow" else lambda d: binary(d, scalars=("int",
     Op("stack", sequence, stack, 100),
     Op("where", where_draw, lambda lib, c, a, b: lib.where(c, a, b), 100),
     Op("matmul", matmul_draw, lambda lib, a, b: a @ b, 100),
+    Op("argmax", with_dim, lambda lib, x, dim, keepdim: x.argmax(dim=dim, keepdim=keepdim)),
+    Op("T", lambda d: ([draw_tensor(d, d.draw(st.tuples(st.integers(0, 3), st.integers(0, 3))))], {}),
+       lambda lib, x: x.T),
+    Op("to_dtype", lambda d: ([draw_tensor(d)], {"dtype": d.draw(st.sampled_from(DTYPES))}),
+       lambda lib, x, dtype: x.to(getattr(lib, dtype))),
 ]
 
 

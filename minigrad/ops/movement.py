@@ -317,7 +317,11 @@ class Cast(Function):
 
 
 def cast(x, dtype):
-    return x if x.dtype == dtype else Cast.apply(x, dtype=dtype)
+    if x.dtype == dtype:
+        return x
+    if dtype.kind not in "fc":  # integer and bool results carry no gradient, as in PyTorch
+        return autograd._wrap(x.data.astype(dtype), x.device)
+    return Cast.apply(x, dtype=dtype)
 
 
 class ToDevice(Function):
