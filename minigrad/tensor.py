@@ -162,12 +162,16 @@ class Tensor:
         return ops.reduce.std(self, dim, unbiased, keepdim, correction=correction)
 
     def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        axis, keepdims = (axis if dim is None else dim), (keepdims if keepdim is None else keepdim)
+        if self.dtype == bool_:
+            raise RuntimeError("argmin(): does not support bool input")
+        axis, keepdims = ops.reduce._norm_axis(self, axis, dim, "argmin"), (keepdims if keepdim is None else keepdim)
         return _wrap(self.data.argmin(axis=axis, keepdims=keepdims), self.device)
 
     def repeat(self, *sizes):
         """self tiled sizes[i] times along dim i (sizes may add leading dims), as torch.Tensor.repeat;
         differentiable (a broadcast then a reshape)."""
+        if not sizes:
+            raise TypeError('repeat() missing 1 required positional arguments: "repeats"')
         sizes = ops.movement.shape_arg(sizes)
         if len(sizes) < self.ndim:
             raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of dimensions "

@@ -38,6 +38,8 @@ DIFFERENCES = {
     "bool ** Python bool": "raises NotImplementedError, as bool ** bool tensors do (PyTorch returns bool); "
     "a Python bool base (False ** t) fails an internal assert inside PyTorch, so neither is drawn",
     "Python bool inside an index with arrays (x[True, [0]])": "NumPy's reading",
+    "var / std with dim=()": "PyTorch reduces over every dim but its gradient divides by 1 - correction "
+    "(inf for the default correction); minigrad's gradient divides by the N of the reduction it computed",
 }
 
 DTYPES = ("bool", "int32", "int64", "float16", "float32", "float64")
@@ -307,6 +309,58 @@ OPS = [Op(name, binary if name != "pow" else lambda d: binary(d, scalars=("int",
        lambda lib, x: x.T),
     Op("to_dtype", lambda d: ([draw_tensor(d)], {"dtype": d.draw(st.sampled_from(DTYPES))}),
        lambda lib, x, dtype: x.to(getattr(lib, dtype))),
+]
+
+
+# Tensor methods and function forms built on the ops above (tests/test_methods.py has their edge cases)
+def norm_draw(data):
+    x, params = reduction(data, FLOATS)
+    return x, {**params, "p": data.draw(st.sampled_from([1, 2, 3, 0.5, 0, float("inf"), float("-inf"), "fro"]))}
+
+
+def var_draw(data):
+    x, params = reduction(data, FLOATS)
+    if params["dim"] == ():  # see DIFFERENCES
+        params["dim"] = None
+    return x, {**params, "correction": data.draw(st.sampled_from([None, 0, 1, 2]))}
+
+
+def masked_fill_draw(data):
+    x = draw_tensor(data)
+    mask = draw_tensor(data, broadcast_partner(data, x.shape), dtypes=("bool",))
+    return [x, mask], {"value": data.draw(st.sampled_from([0, -1.5, True, 2]))}
+
+
+def repeat_draw(data):
+    x = draw_tensor(data)
+    extra = data.draw(st.integers(-1, 2))
+    return [x], {"sizes": tuple(data.draw(st.lists(st.integers(0, 3), min_size=max(x.ndim + extra, 0),
+                                                   max_size=max(x.ndim + extra, 0))))}
+
+
+def tensor_first(a, b):
+    return (a, b) if hasattr(a, "shape") else (b, a)
+
+
+def correction_kwargs(p):
+    kw = reduce_kwargs({"dim": p["dim"], "keepdim": p["keepdim"]})
+    return kw if p["correction"] is None else {**kw, "correction": p["correction"]}
+
+
+OPS += [
+    Op("norm", norm_draw, lambda lib, x, p, **d: x.norm(p, **reduce_kwargs(d)), 100),
+    Op("var", var_draw, lambda lib, x, **p: x.var(**correction_kwargs(p))),
+    Op("std", var_draw, lambda lib, x, **p: lib.std(x, **correction_kwargs(p))),
+    Op("logsumexp", lambda d: with_dim(d, FLOATS), lambda lib, x, dim, keepdim: x.logsumexp(dim, keepdim)),
+    Op("argmin", with_dim, lambda lib, x, dim, keepdim: lib.argmin(x, dim, keepdim)),
+    Op("clone", unary, lambda lib, x: x.clone()),
+    Op("repeat", repeat_draw, lambda lib, x, sizes: x.repeat(*sizes)),
+    Op("masked_fill", masked_fill_draw, lambda lib, x, mask, value: x.masked_fill(mask, value)),
+    Op("add_alpha", lambda d: binary(d, FLOATS, scalars=("float",)), lambda lib, a, b: tensor_first(a, b)[0].add(
+        tensor_first(a, b)[1], alpha=2)),
+    Op("sub_alpha", lambda d: binary(d, FLOATS, scalars=("float",)), lambda lib, a, b: tensor_first(a, b)[0].sub(
+        tensor_first(a, b)[1], alpha=0.5)),
+    Op("clamp", clip_draw, lambda lib, x, lo, hi: lib.clamp(x, min=lo, max=hi)),
 ]
 
 

@@ -195,35 +195,61 @@ def softmax(x, axis=-1, *, dim=None):
     return x if y is x else exp(y)
 
 
-def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+class Var(Function):
+    """Variance (or, with root=True, standard deviation) over axes, dividing by N - correction;
+    PyTorch's gradients: 2 (x - mean) / (N - correction), and none through a standard deviation of 0."""
+    @staticmethod
+    def forward(ctx, x, axis, keepdims, correction, root, every_dim):
+        xp = get_array_module(x)
+        n = 1
+        for a in range(x.ndim) if axis is None else axis if isinstance(axis, tuple) else (axis,):
+            n *= x.shape[a]
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            d = x - x.mean(axis=axis, keepdims=True)
+            y = (d * d).sum(axis=axis, keepdims=True) / (n - correction if n > correction else 0)
+            if root:
+                y = xp.sqrt(y)
+        ctx.save_for_backward(d, y if root else None)
+        k = n - correction
+        if every_dim and k < 0:  # as PyTorch: over every dim the gradient's divisor is clamped at 0, over given dims not
+            k = 0
+        ctx.axis, ctx.scale = axis, 2 / k if k else float("inf")
+        return y if keepdims else y.reshape(_reduced_shape(x.shape, axis))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        d, y = ctx.saved_tensors
+        xp = get_array_module(d)
+        g = grad_output.reshape(_keep_shape(d.shape, ctx.axis))
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            if y is not None:
+                g = xp.where(y == 0, 0, g / (2 * y))
+            return d * (g * ctx.scale)
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None, root=False):
     """Variance over dims (all by default), dividing by N - correction (correction=1 unless
     unbiased=False, as PyTorch); var(False) is var(unbiased=False)."""
     if isinstance(dim, bool):
         dim, unbiased = None, dim
     if x.dtype.kind not in "fc":
         raise RuntimeError(f"std and var only support floating point and complex dtypes, found {x.dtype}")
-    axis = _norm_axis(x, None, dim)
     if correction is None:
         correction = 0 if unbiased is False else 1
-    n = x.data.size
-    if axis is not None:
-        n = 1
-        for a in axis if isinstance(axis, tuple) else (axis,):
-            n *= x.shape[a]
-    d = x - mean(x, axis, keepdims=True)
-    return sum(d * d, axis, keepdim) / (n - correction if n > correction else 0)
+    return Var.apply(x, axis=_norm_axis(x, None, dim), keepdims=keepdim, correction=correction, root=root,
+                     every_dim=dim is None or x.ndim == 0)
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """Standard deviation: the square root of var (same arguments)."""
-    return var(x, dim, unbiased, keepdim, correction=correction).sqrt()
+    return var(x, dim, unbiased, keepdim, correction=correction, root=True)
 
 
 class LogSumExp(Function):
     @staticmethod
     def forward(ctx, x, axis, keepdims):
         xp = get_array_module(x)
-        m = x.max(axis=axis, keepdims=True)
+        m = x.max(axis=axis, keepdims=True) if x.size else xp.zeros(_keep_shape(x.shape, axis), x.dtype)
         m = xp.where(xp.isfinite(m), m, 0)  # all -inf (or an inf) in a slice: no shift
         with xp.errstate(divide="ignore"):  # log(0) = -inf: every entry -inf
             y = xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True)) + m
@@ -302,4 +328,8 @@ def norm(x, p="fro", dim=None, keepdim=False):
     axis = _norm_axis(x, None, dim)
     if p < 0 and p != -float("inf"):
         raise ValueError(f"norm: p must be >= 0, inf or -inf, found {p}")
+    if abs(p) == float("inf") and 0 in [x.shape[a] for a in (range(x.ndim) if axis is None else
+                                                            axis if isinstance(axis, tuple) else (axis,))]:
+        raise RuntimeError(f"linalg.vector_norm cannot compute the {p} norm on an empty tensor because the "
+                           "operation does not have an identity")
     return Norm.apply(x, p=float(p), axis=axis, keepdims=keepdim)
