@@ -63,6 +63,20 @@ struct SGDArgs {
 template <typename T>
 void sgd_step(T* p, const T* g, T* buf, int64_t n, const SGDArgs& a);
 
+struct RMSpropArgs {
+  double lr, alpha, eps, weight_decay, momentum;
+  bool centered;
+};
+// grad_avg is null unless centered, buf null unless momentum > 0.
+template <typename T>
+void rmsprop_step(T* p, const T* g, T* square_avg, T* grad_avg, T* buf, int64_t n, const RMSpropArgs& a);
+
+struct AdagradArgs {
+  double clr, weight_decay, eps;  // clr: lr / (1 + (t - 1) * lr_decay)
+};
+template <typename T>
+void adagrad_step(T* p, const T* g, T* sum, int64_t n, const AdagradArgs& a);
+
 // Worker threads used for large inputs (>= 1; default: hardware concurrency, capped at 8).
 void set_num_threads(int n);
 int get_num_threads();
