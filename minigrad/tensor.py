@@ -350,9 +350,12 @@ def _operand(x, like):
     """x as a raw operand beside like's array (comparisons, clip bounds): a scalar (or None) as
     it is, a Tensor's array, and other data (NumPy arrays, lists) on like's device, as a binary
     op's operand (CuPy refuses host arrays)."""
-    if x is None or isinstance(x, numbers.Number):
+    if isinstance(x, Tensor):
+        t = x
+    elif x is None or isinstance(x, numbers.Number):
         return x
-    t = _const(x, like)
+    else:
+        t = _const(x, like)
     if t.device is not like.device:
         raise RuntimeError(f"expected all tensors on one device, found {like.device} and {t.device}")
     return t.data
