@@ -3,6 +3,7 @@ activations as ops; normalization, embedding lookup and the negative log-likelih
 from .. import kernels
 from ..autograd import Function
 from ..backend import get_array_module
+from .dtypes import floating
 from .loss import _reduce, _upstream
 
 
@@ -50,9 +51,16 @@ def bias_act(z, b=None, activation=None):
 
 # The activations as ops of their own, each one row of kernels.ACTIVATIONS (inplace= is accepted
 # for PyTorch's signatures and ignored: the result is always a new tensor).
-def relu(x, inplace=False): return BiasAct.apply(x, activation="relu", params=())
-def sigmoid(x): return BiasAct.apply(x, activation="sigmoid", params=())
-def tanh(x): return BiasAct.apply(x, activation="tanh", params=())
+def sigmoid(x): return BiasAct.apply(floating(x), activation="sigmoid", params=())
+def tanh(x): return BiasAct.apply(floating(x), activation="tanh", params=())
+
+
+def relu(x, inplace=False):
+    if x.data.dtype.kind == "b":
+        raise RuntimeError("relu: bool inputs are not supported")
+    return BiasAct.apply(x, activation="relu", params=())
+
+
 def silu(x, inplace=False): return BiasAct.apply(x, activation="silu", params=())
 
 
