@@ -47,7 +47,7 @@ failed=0
 
 record() {  # record NAME STATUS SECONDS
     names+=("$1") statuses+=("$2") times+=("$3")
-    case $2 in ok*|skipped*) ;; *) failed=1 ;; esac
+    case $2 in ok*|skipped*|yes*|no*) ;; *) failed=1 ;; esac
 }
 
 step() {  # step NAME CAP_SECONDS COMMAND...: run under timeout min(CAP, what the budget has left)
@@ -70,9 +70,14 @@ step() {  # step NAME CAP_SECONDS COMMAND...: run under timeout min(CAP, what th
         124|137) status="TIMEOUT after ${t}s" ;;
         *) status="FAILED (exit $rc)" ;;
     esac
+    [ -n "${PROBE:-}" ] && status=$([ $rc -eq 0 ] && echo yes || echo "no (exit $rc)")
     echo "=== $name: $status ($((SECONDS - t0))s)"
     record "$name" "$status" $((SECONDS - t0))
     return $rc
+}
+
+probe() {  # probe NAME CAP COMMAND...: a step whose answer is yes or no, never a failure
+    PROBE=1 step "$@"
 }
 
 skip() {  # skip NAME REASON
@@ -117,7 +122,7 @@ main() {
     step "versions" 60 "$PY" -c "$VERSIONS_PY"
     step "nvidia-smi" 30 nvidia-smi
     local mpi_ok=0 nccl
-    if step "mpiexec works (2 ranks)" 30 mpiexec -n 2 "$PY" -c \
+    if probe "mpiexec works (2 ranks)" 30 mpiexec -n 2 "$PY" -c \
         "from mpi4py import MPI; assert MPI.COMM_WORLD.Get_size() == 2"; then
         mpi_ok=1
     fi
@@ -143,10 +148,12 @@ main() {
     step "NCCL data parallel, one rank, no mpiexec" 90 "$PY" benchmarks/bench_dp.py --worker --backend nccl \
         "${dp_args[@]}" --out "$out/bench_dp_nccl_1rank.json"
 
-    if [ "$nccl" -lt 23000 ]; then
-        skip "NCCL two ranks on one GPU" "NCCL $nccl < 2.30 cannot put two ranks on one GPU"
-    elif [ "$mpi_ok" -ne 1 ]; then
-        skip "NCCL two ranks on one GPU" "mpiexec does not work here"
+    local why=() reason
+    [ "$nccl" -lt 23000 ] && why+=("NCCL $((nccl / 10000)).$((nccl % 10000 / 100)).$((nccl % 100)) < 2.30 cannot put two ranks on one GPU")
+    [ "$mpi_ok" -ne 1 ] && why+=("mpiexec does not work here")
+    if [ ${#why[@]} -gt 0 ]; then
+        reason=$(printf '%s; ' "${why[@]}")
+        skip "NCCL two ranks on one GPU" "${reason%; }"
     else
         step "NCCL two ranks on one GPU: test" 120 env NCCL_MULTI_RANK_GPU_ENABLE=1 \
             "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_distributed.py -k nccl_two_ranks
