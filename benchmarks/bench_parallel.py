@@ -6,7 +6,7 @@ per-rank parameter and activation memory, and bytes sent per step against the fo
 launches itself as `mpiexec -n p python benchmarks/bench_parallel.py --worker` for each p, prints
 tables and writes benchmarks/results/bench_parallel.json and .png, and the schedules' timelines
 (drawn from their action lists) as benchmarks/results/timeline_gpipe.png and timeline_1f1b.png.
-Every rank runs with one BLAS thread. With --backend nccl each rank runs on its GPU (local rank %
+Every rank runs with one thread (BLAS and minigrad's kernels). With --backend nccl each rank runs on its GPU (local rank %
 GPU count) and the activations travel over NCCL; stage busy times are then the CPU's (kernel
 launches), so only the throughput column measures the GPU pipeline.
 
@@ -43,17 +43,23 @@ sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 
-def _saved_bytes(root):
-    """Bytes of the distinct arrays the tape holds for `root`'s backward (one micro-batch's activations)."""
-    seen, total, stack, nodes = set(), 0, [root._ctx], set()
+def _saved_bytes(root, params):
+    """Bytes of the memory the tape holds for `root`'s backward (one micro-batch's activations):
+    the arrays its ops saved, each block of memory once (views share it), parameters left out."""
+    skip = {id(p.data) for p in params}
+    owners, total, stack, seen = set(), 0, [root._ctx], set()
     while stack:
         node = stack.pop()
-        if node is None or id(node) in nodes:
+        if node is None or id(node) in seen:
             continue
-        nodes.add(id(node))
+        seen.add(id(node))
         for a in node.saved_tensors or ():
-            if a is not None and hasattr(a, "nbytes") and id(a) not in seen:
-                seen.add(id(a))
+            if a is None or not hasattr(a, "nbytes") or id(a) in skip:
+                continue
+            while getattr(a, "base", None) is not None and hasattr(a.base, "nbytes"):
+                a = a.base
+            if id(a) not in owners:
+                owners.add(id(a))
                 total += a.nbytes
         stack.extend(t._ctx for t in node.inputs)
     return total
@@ -90,7 +96,7 @@ def worker(args):
             for _ in range(2 * args.repeat + 2):
                 t0 = time.perf_counter()
                 y = module(xb)
-                act_bytes = _saved_bytes(y)
+                act_bytes = _saved_bytes(y, module.parameters())
                 y.backward(mg.ones_like(y))
                 backend.synchronize(device if device != "cpu" else None)
                 times.append(time.perf_counter() - t0)
@@ -169,8 +175,9 @@ def launch(p, args):
         raise SystemExit("mpiexec not found: pip install 'minigrad[mpi]'")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "out.json")
+        # one thread per rank for BLAS and for minigrad's kernels (whose pool OMP_NUM_THREADS does not size)
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   PYTHONPATH=os.path.abspath(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+                   MINIGRAD_NUM_THREADS="1", PYTHONPATH=os.path.abspath(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         cmd = [mpiexec, "-n", str(p), sys.executable, os.path.abspath(__file__), "--worker", "--out", path,
                "--width", str(args.width), "--layers", str(args.layers), "--micro-batch", str(args.micro_batch),
                "--repeat", str(args.repeat), "--backend", args.backend, "--micro", *map(str, args.micro)]
