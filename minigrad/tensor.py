@@ -82,7 +82,7 @@ class Tensor:
 
     def item(self):
         if self.data.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, found shape {self.shape}")
+            raise ops.movement.ShapeError(f"item() needs a tensor with one element, found shape {self.shape}")
         return self.data.item()
 
     def tolist(self):

@@ -240,6 +240,15 @@ def matmul_draw(data):
     return [values(rng, a, dtype), values(rng, b, dtype)], {}
 
 
+def linear_draw(data):
+    """x (..., k) @ w.T + b for w (o, k) (k sometimes off by one), b (o,) or None, one float dtype."""
+    dtype, k, o = data.draw(st.sampled_from(FLOATS[1:])), data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    rng = draw_rng(data)
+    x = values(rng, data.draw(st.sampled_from([(k,), (2, k), (2, 2, k)])), dtype)
+    w = values(rng, (o, k + (data.draw(st.integers(0, 5)) == 0)), dtype)
+    return [x, w, values(rng, (o,), dtype) if data.draw(st.booleans()) else None], {}
+
+
 def clip_draw(data):
     x = draw_tensor(data, dtypes=("int64",) + FLOATS)
     bound = st.one_of(st.none(), st.sampled_from([-1.5, -0.5, 0.0, 1.0]))
@@ -304,6 +313,7 @@ OPS = [Op(name, binary if name != "pow" else lambda d: binary(d, scalars=("int",
     Op("stack", sequence, stack, 100),
     Op("where", where_draw, lambda lib, c, a, b: lib.where(c, a, b), 100),
     Op("matmul", matmul_draw, lambda lib, a, b: a @ b, 100),
+    Op("linear", linear_draw, lambda lib, x, w, b: lib.nn.functional.linear(x, w, b)),
     Op("argmax", with_dim, lambda lib, x, dim, keepdim: x.argmax(dim=dim, keepdim=keepdim)),
     Op("T", lambda d: ([draw_tensor(d, d.draw(st.tuples(st.integers(0, 3), st.integers(0, 3))))], {}),
        lambda lib, x: x.T),

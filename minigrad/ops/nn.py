@@ -4,6 +4,7 @@ from .. import kernels
 from ..autograd import Function
 from ..backend import get_array_module
 from .dtypes import floating
+from .movement import ShapeError
 from .loss import _reduce, _upstream
 
 
@@ -11,9 +12,9 @@ def _check_bias(op, z, b, what="input"):
     if b is None:
         return
     if z.ndim == 0:
-        raise ValueError(f"{op}: {what} must have at least 1 dimension to add a bias, found shape ()")
+        raise ShapeError(f"{op}: {what} must have at least 1 dimension to add a bias, found shape ()")
     if b.ndim != 1 or b.shape[0] != z.shape[-1]:
-        raise ValueError(f"{op}: bias has shape {b.shape} but {what} has {z.shape[-1]} features "
+        raise ShapeError(f"{op}: bias has shape {b.shape} but {what} has {z.shape[-1]} features "
                          f"(shape {z.shape}); expected bias of shape ({z.shape[-1]},)")
     if b.dtype != z.dtype:
         raise TypeError(f"{op}: bias is {b.dtype} but {what} is {z.dtype}; cast one of them")
@@ -119,15 +120,15 @@ class Linear(Function):
 
 def _check_linear(x, w, b):
     if w.ndim != 2:
-        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), found shape {w.shape}")
+        raise ShapeError(f"linear: weight must be 2-D (out_features, in_features), found shape {w.shape}")
     if x.ndim == 0 or x.shape[-1] != w.shape[1]:
         n = x.shape[-1] if x.ndim else "no"
-        raise ValueError(f"linear: input has {n} features (shape {x.shape}) but weight expects "
+        raise ShapeError(f"linear: input has {n} features (shape {x.shape}) but weight expects "
                          f"{w.shape[1]} (shape {w.shape})")
     if x.dtype != w.dtype:
         raise TypeError(f"linear: input is {x.dtype} but weight is {w.dtype}; cast one of them")
     if b is not None and (b.ndim != 1 or b.shape[0] != w.shape[0]):
-        raise ValueError(f"linear: bias has shape {b.shape} but weight has {w.shape[0]} outputs "
+        raise ShapeError(f"linear: bias has shape {b.shape} but weight has {w.shape[0]} outputs "
                          f"(shape {w.shape}); expected bias of shape ({w.shape[0]},)")
     if b is not None and b.dtype != w.dtype:
         raise TypeError(f"linear: bias is {b.dtype} but weight is {w.dtype}; cast one of them")
