@@ -285,6 +285,7 @@ def test_pow_gradients_at_zero_and_negative_bases_match_torch(base, exponent):
     "[0, 1], None, [0, 1]", "[0, 1], ..., [0, 1]", "0, ..., [1, 2]", "0, [True, False, True]", "M",
     ":, [[0, 1], [1, 2]], 0", "[0, 1], 1:, [1, 2]", "0, T1, [0, 1]", "[1, 0], 2, [[0], [3]]", "-1, [0, 0, 1], ::2",
     "[], 0", "[0, 1], 2, None, [3, 0]", "..., None, 0", "5", "0, 0, 0, 0", "[5]", "::-1", "0.5",
+    "0, True, [1, 2]", "True", "..., False, 1",
 ])
 def test_indexing_matches_torch_in_layout_values_gradients_and_errors(index):
     a = np.arange(24.0).reshape(2, 3, 4)

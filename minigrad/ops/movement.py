@@ -78,7 +78,6 @@ def contiguous(x):
     return x if x.data.flags.c_contiguous else Clone.apply(x)
 
 
-
 _shapes = {}
 
 
@@ -216,10 +215,11 @@ def _index_item(i, device):
     return i
 
 
-def _split_index(items, ndim):
+def _split_index(items, ndim, device):
     """PyTorch applies ints (select) before array indices, so these never count as array indices in
-    NumPy's placement rule: x[0, :, [0, 1]] is x[0][:, [0, 1]]. Returns the index of ints, slices,
-    None and Ellipsis (slice(None) where an array goes) and then the array index into that result."""
+    NumPy's placement rule: x[0, :, [0, 1]] is x[0][:, [0, 1]]; a Python bool is a new dim indexed by
+    [0] (True) or [] (False). Returns the index of ints, slices, None and Ellipsis (slice(None) where
+    an array goes) and then the array index into that result."""
     spans = [i.ndim if i.dtype.kind == "b" else 1 for i in items if hasattr(i, "ndim")]
     fixed = sum(spans) + sum(1 for i in items if isinstance(i, (int, np.integer, slice)) and not isinstance(i, bool))
     first, second, at = [], [], 0
@@ -230,10 +230,15 @@ def _split_index(items, ndim):
             second += [slice(None)] * (at - len(second)) + [i]
             at += k
             continue
+        if isinstance(i, bool):
+            first.append(None)
+            second += [slice(None)] * (at - len(second)) + [to_device(np.zeros(int(i), np.int64), device)]
+            at += 1
+            continue
         first.append(i)
         if i is Ellipsis:
             at += ndim - fixed
-        elif i is None or isinstance(i, (slice, bool)):
+        elif i is None or isinstance(i, slice):
             at += 1
     return tuple(first), tuple(second)
 
@@ -241,9 +246,9 @@ def _split_index(items, ndim):
 def getitem(x, idx):
     """x[idx] with PyTorch's result layout (ints apply before array indices; see _split_index)."""
     items = tuple(_index_item(i, x.device) for i in (idx if isinstance(idx, tuple) else (idx,)))
-    arrays = any(hasattr(i, "ndim") for i in items)
-    if arrays and any(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in items):
-        first, second = _split_index(items, x.ndim)
+    bools = any(isinstance(i, bool) for i in items)
+    if bools or any(hasattr(i, "ndim") for i in items) and any(isinstance(i, (int, np.integer)) for i in items):
+        first, second = _split_index(items, x.ndim, x.device)
         return GetItem.apply(GetItem.apply(x, idx=first), idx=second)
     return GetItem.apply(x, idx=items if isinstance(idx, tuple) else items[0])
 
