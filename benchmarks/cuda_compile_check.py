@@ -28,7 +28,6 @@ import tempfile
 import time
 from types import SimpleNamespace
 
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from minigrad import backend, kernels  # noqa: E402
