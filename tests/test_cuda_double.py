@@ -228,3 +228,21 @@ def test_float16_runs_the_cupy_kernels(act):
     assert gz.dtype == np.float16
     np.testing.assert_allclose(cp.asnumpy(gz).astype(np.float32), ref_gz, rtol=2e-2, atol=2e-2)
     np.testing.assert_allclose(cp.asnumpy(gb).astype(np.float32), ref_gb, rtol=2e-2, atol=5e-2)
+
+
+@cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", ACTS)
+def test_every_activation_kernel_matches_the_cpu_path(act, dtype):
+    cp = backend.cupy()
+    rng = np.random.default_rng(5)
+    z, b, gy = (rng.standard_normal(s).astype(dtype) * 3 for s in [(7, 6), (6,), (7, 6)])
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    y = kernels.bias_act_forward(cp.asarray(z), cp.asarray(b), act)
+    np.testing.assert_allclose(cp.asnumpy(y), kernels.bias_act_forward(z, b, act), **tol)
+    saved = z if kernels.ACTIVATIONS[act].saves == "z" else kernels.bias_act_forward(z, b, act)
+    gz, gb = kernels.bias_act_backward(cp.asarray(gy), cp.asarray(saved), act, b=cp.asarray(b))
+    ref_gz, ref_gb = kernels.bias_act_backward(gy, saved, act, b=b)
+    np.testing.assert_allclose(cp.asnumpy(gz), ref_gz, **tol)
+    np.testing.assert_allclose(cp.asnumpy(gb), ref_gb, **tol)
