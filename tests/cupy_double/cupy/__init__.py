@@ -114,7 +114,7 @@ class MemoryPointer:
 
 class ndarray:
     """cupy.ndarray of the double: not a numpy.ndarray; refuses implicit conversion to one."""
-    __slots__ = ("_a", "_dev", "_base")
+    __slots__ = ("_a", "_dev", "_base", "__weakref__")  # CuPy arrays take weak references
     __hash__ = None
 
     def __init__(self, shape, dtype=float, memptr=None, strides=None, order="C"):
