@@ -245,7 +245,8 @@ class ndarray:
     # --- kernels (operands on the current device) ----------------------------------------------
     def __setitem__(self, idx, value):
         _check_device(self)
-        self._a[_index(idx)] = _unwrap(value)
+        # a host value is transferred (CuPy's setitem takes it through cupy.array)
+        self._a[_index(idx)] = value if isinstance(value, _np.ndarray) else _unwrap(value)
 
     def copy(self, order="C"):
         # CuPy copies onto the current device, from any device
