@@ -65,7 +65,8 @@ def test_bitwise_ops_on_integers_and_bools():
     assert (x ^ 5).tolist() == [3, 6] and (5 ^ x).tolist() == [3, 6]
     assert (~x).tolist() == [-7, -4]
     b = mg.tensor([True, False])
-    assert (b & True).tolist() == [True, False] and (True ^ b).tolist() == [False, True] and (~b).tolist() == [False, True]
+    assert (b & True).tolist() == [True, False] and (True ^ b).tolist() == [False, True]
+    assert (~b).tolist() == [False, True]
     with pytest.raises(TypeError):
         ~mg.ones(2)
     with pytest.raises(NotImplementedError):

@@ -423,7 +423,8 @@ def assert_close(got, expected, dtype, what):
 def compare(op, operands, params, upstream_seed):
     expected = run(torch, op, operands, params, upstream_seed)
     got = run(mg, op, operands, params, upstream_seed)
-    case = f"{op.name} of {[getattr(x, 'dtype', x) for x in operands]} {[getattr(x, 'shape', '') for x in operands]} {params}"
+    case = (f"{op.name} of {[getattr(x, 'dtype', x) for x in operands]} "
+            f"{[getattr(x, 'shape', '') for x in operands]} {params}")
     if isinstance(expected, Exception):
         assert isinstance(got, type(expected)), f"{case}: PyTorch raises {expected!r}, minigrad gives {got!r}"
         return

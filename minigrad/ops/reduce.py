@@ -138,21 +138,22 @@ MinResult = namedtuple("min", ["values", "indices"])
 def _max_min(x, axis, keepdims, dim, keepdim, minimum):
     """max()/min() over all entries: one tensor. Along one dim: (values, indices), the first extremum's
     index in each slice, which alone receives the gradient."""
+    name, pair = ("min", MinResult) if minimum else ("max", MaxResult)
     d = dim if dim is not None else axis
     if d is None:
         return (amin if minimum else amax)(x)
     if not isinstance(d, int):
-        raise TypeError(f"{'min' if minimum else 'max'}(): dim must be an int, found {d!r}; amax/amin take several dims")
+        raise TypeError(f"{name}(): dim must be an int, found {d!r}; amax/amin take several dims")
     keepdims = keepdims if keepdim is None else keepdim
-    if x.ndim == 0:
-        dim_index(d, 0)
-        return (MinResult if minimum else MaxResult)(x, autograd._wrap(get_array_module(x.data).zeros((), "int64"), x.device))
     d = dim_index(d, x.ndim)
-    if x.shape[d] == 0:
-        raise IndexError(f"{'min' if minimum else 'max'}(): Expected reduction dim {d} to have non-zero size.")
-    indices = (x.data.argmin if minimum else x.data.argmax)(axis=d, keepdims=True)
+    data = x.data if x.ndim else x.data.reshape(1)  # a 0-d x is its own extremum, at index 0
+    if data.shape[d] == 0:
+        raise IndexError(f"{name}(): Expected reduction dim {d} to have non-zero size.")
+    indices = (data.argmin if minimum else data.argmax)(axis=d, keepdims=True)
+    if not x.ndim:
+        return pair(x, autograd._wrap(indices.reshape(()), x.device))
     values = TakeAlong.apply(x, indices=indices, axis=d, keepdims=keepdims)
-    return (MinResult if minimum else MaxResult)(values, autograd._wrap(indices if keepdims else indices.squeeze(d), x.device))
+    return pair(values, autograd._wrap(indices if keepdims else indices.squeeze(d), x.device))
 
 
 def max(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
