@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -42,7 +43,8 @@ inline float bits_to_float(int32_t i) {
 // exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln(2)/2; Cephes' degree-6 polynomial for
 // exp(r) (about 1 ulp). x is clamped to [-87, 88] so that 2^n is a normal float: results below
 // 1.6e-38 come out as about 1.6e-38 instead of a subnormal or zero (an absolute error < 2e-38).
-inline float exp_f32(float x) {
+// For callers whose x never exceeds 88 (erf, tanh, gelu's derivative); exp_f32 handles overflow.
+inline float exp_f32_bounded(float x) {
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
@@ -59,11 +61,18 @@ inline float exp_f32(float x) {
   return p * bits_to_float((static_cast<int32_t>(n) + 127) << 23);
 }
 
+// exp, +inf above log(FLT_MAX) as std::exp's, so that 1 / (1 + exp(-x)) is 0 and x / (1 + exp(-x))
+// NaN at x = -inf, as in PyTorch.
+inline float exp_f32(float x) {
+  const float y = exp_f32_bounded(x);
+  return x > 88.72283935546875f ? std::numeric_limits<float>::infinity() : y;
+}
+
 // tanh: Cephes' odd polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above (no cancellation
 // there since tanh >= 0.55).
 inline float tanh_f32(float x) {
   float ax = x < 0.0f ? -x : x;
-  float big = 1.0f - 2.0f / (exp_f32(2.0f * ax) + 1.0f);
+  float big = 1.0f - 2.0f / (exp_f32_bounded(2.0f * ax) + 1.0f);  // clamped: 1 - 1e-38 rounds to 1
   big = x < 0.0f ? -big : big;
   float s = x * x;
   float small = -5.70498872745e-3f;
@@ -87,7 +96,7 @@ inline float erf_f32(float a) {
   r = r * t - 6.34846687e-1f;
   r = r * t - 1.28717512e-1f;
   r = r * t - t;
-  float big = 1.0f - exp_f32(r);
+  float big = 1.0f - exp_f32_bounded(r);  // r <= 0
   big = a < 0.0f ? -big : big;
   float q = -5.96761703e-4f;
   q = q * s + 4.99119423e-3f;
@@ -152,6 +161,7 @@ inline float log1p_f32(float u) {
 template <typename T> struct Math;
 template <> struct Math<float> {
   static float exp(float x) { return exp_f32(x); }
+  static float exp_nonpositive(float x) { return exp_f32_bounded(x); }
   static float expm1(float x) { return expm1_f32(x); }
   static float log1p(float x) { return log1p_f32(x); }
   static float tanh(float x) { return tanh_f32(x); }
@@ -159,6 +169,7 @@ template <> struct Math<float> {
 };
 template <> struct Math<double> {
   static double exp(double x) { return std::exp(x); }
+  static double exp_nonpositive(double x) { return std::exp(x); }
   static double expm1(double x) { return std::expm1(x); }
   static double log1p(double x) { return std::log1p(x); }
   static double tanh(double x) { return std::tanh(x); }
@@ -199,7 +210,7 @@ template <typename T, Act A> inline T act_backward(T g, T s, T p0, T p1) {
   else if constexpr (A == Act::Tanh) return g * (T(1) - s * s);
   else if constexpr (A == Act::Gelu) {
     T cdf = T(0.5) * (T(1) + Math<T>::erf(s * T(kSqrtHalf)));
-    T pdf = T(kInvSqrt2Pi) * Math<T>::exp(T(-0.5) * s * s);
+    T pdf = T(kInvSqrt2Pi) * Math<T>::exp_nonpositive(T(-0.5) * s * s);
     return g * (cdf + s * pdf);
   } else if constexpr (A == Act::GeluTanh) {
     T s2 = s * s;

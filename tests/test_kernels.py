@@ -508,6 +508,19 @@ def test_cupy_sources_come_from_the_table(act):
             assert f"p{i}" in src
 
 
+@needs_ext
+@pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+@pytest.mark.parametrize("act", TABLE)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_special_values_match_torch(act, dtype):
+    z = np.array([[-np.inf, -100.0, -20.0, -1e-8, 0.0, 1e-8, 20.0, 100.0, np.inf, np.nan]], dtype)
+    y = kernels.bias_act_forward(z, None, act)
+    ty = torch_act(act, ())(torch.from_numpy(z)).numpy()
+    if act == "gelu":  # PyTorch's float32 gelu(inf) is NaN (its vectorized erf path), its float64 one inf
+        ty[0, 8] = np.inf
+    np.testing.assert_allclose(y, ty, rtol=2e-6, atol=1e-37, equal_nan=True)
+
+
 def test_activation_params_defaults_and_errors():
     assert kernels.activation_params("softplus") == (1.0, 20.0)
     assert kernels.activation_params("softplus", 2) == (2.0, 20.0)
