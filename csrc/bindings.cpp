@@ -366,6 +366,32 @@ bool sgd(const py::list& params, const py::list& grads, const py::object& bufs,
   return true;
 }
 
+template <typename T>
+bool rmsprop(const py::list& params, const py::list& grads, const py::object& square_avgs,
+             const py::object& grad_avgs, const py::object& bufs, const minigrad::RMSpropArgs& args) {
+  StepLists<T> l(params, grads, {square_avgs, grad_avgs, bufs});
+  if (!l.ok || square_avgs.is_none() || args.centered == grad_avgs.is_none() ||
+      (args.momentum > 0) == bufs.is_none())
+    return false;
+  py::gil_scoped_release release;
+  for (size_t i = 0; i < l.count; ++i)
+    minigrad::rmsprop_step<T>(l.p[i], l.g[i], l.s[0][i], l.s[1][i], l.s[2][i], l.n[i], args);
+  return true;
+}
+
+template <typename T>
+bool adagrad(const py::list& params, const py::list& grads, const py::object& sums,
+             const std::vector<double>& clrs, minigrad::AdagradArgs args) {
+  StepLists<T> l(params, grads, {sums});
+  if (!l.ok || sums.is_none() || clrs.size() != l.count) return false;
+  py::gil_scoped_release release;
+  for (size_t i = 0; i < l.count; ++i) {
+    args.clr = clrs[i];
+    minigrad::adagrad_step<T>(l.p[i], l.g[i], l.s[0][i], l.n[i], args);
+  }
+  return true;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -450,6 +476,34 @@ PYBIND11_MODULE(_C, m) {
       py::arg("nesterov"),
       "One SGD step in place over lists with one array per parameter (momentum_buffers None without "
       "momentum; first_steps[i]: parameter i's buffer starts as its gradient). Returns as adam_step.");
+
+  m.def(
+      "rmsprop_step",
+      [](const py::list& params, const py::list& grads, const py::object& square_avgs,
+         const py::object& grad_avgs, const py::object& momentum_buffers, double lr, double alpha,
+         double eps, double weight_decay, double momentum, bool centered) {
+        minigrad::RMSpropArgs a{lr, alpha, eps, weight_decay, momentum, centered};
+        return f64_params(params) ? rmsprop<double>(params, grads, square_avgs, grad_avgs, momentum_buffers, a)
+                                  : rmsprop<float>(params, grads, square_avgs, grad_avgs, momentum_buffers, a);
+      },
+      py::arg("params"), py::arg("grads"), py::arg("square_avgs"), py::arg("grad_avgs"),
+      py::arg("momentum_buffers"), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
+      py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"),
+      "One RMSprop step in place over lists with one array per parameter (grad_avgs only when "
+      "centered, momentum_buffers only with momentum > 0, else None). Returns as adam_step.");
+
+  m.def(
+      "adagrad_step",
+      [](const py::list& params, const py::list& grads, const py::object& sums,
+         const std::vector<double>& clrs, double weight_decay, double eps) {
+        minigrad::AdagradArgs a{0, weight_decay, eps};
+        return f64_params(params) ? adagrad<double>(params, grads, sums, clrs, a)
+                                  : adagrad<float>(params, grads, sums, clrs, a);
+      },
+      py::arg("params"), py::arg("grads"), py::arg("sums"), py::arg("clrs"), py::arg("weight_decay"),
+      py::arg("eps"),
+      "One Adagrad step in place over lists with one array per parameter; clrs[i] = lr / (1 + (t - 1) * "
+      "lr_decay) for parameter i's step count t. Returns as adam_step.");
 
   minigrad::bind_blas(m);
 

@@ -8,8 +8,9 @@
 Activations: the ACTIVATIONS table below, the one place each activation's forward and derivative
 are written (None is the identity). z has shape (..., M) and b shape (M,) or is None.
 
-The optimizers' one-pass updates (adam_step, sgd_step) run in C++ where the extension takes their
-arrays. CPU matmul: MKL through the extension when the `mkl` extra is installed, else NumPy.
+The optimizers' one-pass updates (adam_step, sgd_step, rmsprop_step, adagrad_step) run in C++ where
+the extension takes their arrays. CPU matmul: MKL through the extension when the `mkl` extra is
+installed, else NumPy.
 """
 import math
 from types import SimpleNamespace
@@ -258,6 +259,21 @@ def sgd_step(params, grads, momentum_buffers, first_steps, lr, momentum, dampeni
     ext = backend.ext()
     return ext is not None and ext.sgd_step(params, grads, momentum_buffers, first_steps, lr, momentum,
                                             dampening, weight_decay, nesterov)
+
+
+def rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum,
+                 centered):
+    """One fused RMSprop pass in C++ (see adam_step); grad_avgs None unless centered, momentum_buffers
+    None unless momentum > 0."""
+    ext = backend.ext()
+    return ext is not None and ext.rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha,
+                                                eps, weight_decay, momentum, centered)
+
+
+def adagrad_step(params, grads, sums, clrs, weight_decay, eps):
+    """One fused Adagrad pass in C++ (see adam_step); clrs: each parameter's lr / (1 + (t - 1) * lr_decay)."""
+    ext = backend.ext()
+    return ext is not None and ext.adagrad_step(params, grads, sums, clrs, weight_decay, eps)
 
 
 # ----------------------------------------------------------------------------------------------

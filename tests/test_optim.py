@@ -458,7 +458,13 @@ def test_gradient_of_wrong_shape_is_named():
     lambda ps, **f: mg.optim.Adam(ps, lr=1e-2, **f),
     lambda ps, **f: mg.optim.Adam(ps, lr=1e-2, betas=(0.3, 0.9), weight_decay=1e-2, amsgrad=True, **f),
     lambda ps, **f: mg.optim.AdamW(ps, lr=1e-2, **f),
-], ids=["sgd", "sgd-nesterov-wd", "sgd-dampening", "adam", "adam-lerp-wd-amsgrad", "adamw"])
+    lambda ps, **f: mg.optim.RMSprop(ps, **f),
+    lambda ps, **f: mg.optim.RMSprop(ps, alpha=0.9, weight_decay=1e-2, momentum=0.9, centered=True, **f),
+    lambda ps, **f: mg.optim.RMSprop(ps, alpha=0.3, momentum=0.5, centered=True, **f),
+    lambda ps, **f: mg.optim.Adagrad(ps, **f),
+    lambda ps, **f: mg.optim.Adagrad(ps, lr_decay=0.1, weight_decay=1e-2, initial_accumulator_value=0.1, **f),
+], ids=["sgd", "sgd-nesterov-wd", "sgd-dampening", "adam", "adam-lerp-wd-amsgrad", "adamw", "rmsprop",
+        "rmsprop-centered-momentum-wd", "rmsprop-lerp", "adagrad", "adagrad-decay-wd"])
 def test_fused_cpp_update_equals_the_plain_one_bit_for_bit(make, dtype):
     """The C++ kernels follow the plain update's order of operations exactly, parameter by parameter,
     also when some parameters skip a step (their step counts and momentum buffers then differ)."""
@@ -504,6 +510,12 @@ def test_kernel_refuses_arrays_it_cannot_read_and_writes_nothing():
             np.testing.assert_array_equal(a, b)
     assert step(ps, gs, bufs) is True
     assert not np.array_equal(ps[0], before[0])
+    after = [p.copy() for p in ps]
+    sums = [np.zeros_like(p) for p in ps]
+    assert kernels.adagrad_step(ps, gs, sums, [0.1], 0.0, 1e-10) is False            # one rate short
+    assert kernels.rmsprop_step(ps, gs, sums, None, None, 0.01, 0.99, 1e-8, 0.0, 0.0, True) is False  # no grad_avgs
+    for a, b in zip(ps + sums, after + [np.zeros_like(p) for p in ps]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_fused_true_without_a_kernel_raises():
@@ -539,8 +551,8 @@ ALL = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 def test_defaults_are_pytorchs(name):
     ours = getattr(optim, name)(make_model().parameters()).param_groups[0]
     theirs = getattr(torch.optim, name)(torch_model(make_model()).parameters()).param_groups[0]
-    assert {k: v for k, v in ours.items() if k != "params"}.items() <= {k: v for k, v in theirs.items()
-                                                                       if k != "params"}.items()
+    assert ours["fused"] is None                         # minigrad's meaning: the C++ pass where it applies
+    assert {k: v for k, v in ours.items() if k not in ("params", "fused")}.items() <= theirs.items()
 
 
 @needs_torch

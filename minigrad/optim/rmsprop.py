@@ -1,15 +1,17 @@
 """RMSprop, with PyTorch's update rule (momentum and the centered variant included)."""
+from .. import kernels
 from ..backend import get_array_module
 from ..tensor import _wrap
-from .optimizer import Optimizer, check_grads
+from .optimizer import Optimizer, plain_update
 
 
 class RMSprop(Optimizer):
-    """PyTorch's RMSprop."""
+    """PyTorch's RMSprop; fused as for SGD."""
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False):
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, *,
+                 fused=None):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered))
+                                      centered=centered, fused=fused))
 
     def _check_group(self, group):
         for key in ("lr", "eps", "weight_decay", "momentum", "alpha"):
@@ -32,12 +34,12 @@ class RMSprop(Optimizer):
             lists = {name: [st[name].data for st in states] for name in names}
             rmsprop(arrays, grads, lists["square_avg"], lists.get("grad_avg"), lists.get("momentum_buffer"),
                     lr=group["lr"], alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
-                    momentum=group["momentum"], centered=group["centered"])
+                    momentum=group["momentum"], centered=group["centered"], fused=group["fused"])
         return loss
 
 
 def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, alpha, eps, weight_decay, momentum,
-            centered):
+            centered, fused=None):
     """RMSprop on lists of arrays, in place, per parameter (grad_avgs only when centered,
     momentum_buffers only with momentum > 0):
 
@@ -45,8 +47,11 @@ def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, alph
         v = alpha * v + (1 - alpha) * g * g
         avg = sqrt(v - ga * ga) + eps, ga = lerp(ga, g, 1 - alpha)   (centered)   else   sqrt(v) + eps
         buf = momentum * buf + g / avg;  p = p - lr * buf             (momentum)   else   p = p - lr * g / avg"""
+    if fused is not False and kernels.rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha,
+                                                   eps, weight_decay, momentum, centered):
+        return
+    plain_update(fused, params, grads)
     w = 1 - alpha
-    check_grads(params, grads)
     for i, (p, g) in enumerate(zip(params, grads)):
         xp = get_array_module(p)
         if weight_decay:
