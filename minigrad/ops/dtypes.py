@@ -38,7 +38,7 @@ def _scalar_dtype(x):
                    else 2 if isinstance(x, numbers.Real) else 3]
 
 
-_cache = {}
+_cache, _scalar_cache = {}, {}  # result dtypes by operand kinds: a handful of keys, filled once
 
 
 def _result(key):
@@ -63,14 +63,23 @@ def result_type(*operands):
     return _result(tuple(_key(x) for x in operands))
 
 
+def scalar_result(t, x):
+    """result_type(t, x) for a Tensor t and a Python scalar x (cached by t's dtype and x's type)."""
+    data = t.data
+    key = data.dtype, data.ndim == 0, type(x)
+    dt = _scalar_cache.get(key)
+    if dt is None:
+        dt = _scalar_cache[key] = _result((_key(t), (_scalar_dtype(x), 2)))
+    return dt
+
+
 def as_operand(x, like):
     """A non-Tensor operand as a Tensor on like's device: a Python scalar as a 0-d array of its
     result dtype with like (which keeps the scalar from widening like), other data as torch.tensor."""
     if isinstance(x, autograd.Tensor):
         return x
     if isinstance(x, numbers.Number):
-        dt = _result((_key(like), (_scalar_dtype(x), 2)))
-        return autograd._wrap(get_array_module(like.data).asarray(x, dtype=dt), like.device)
+        return autograd._wrap(get_array_module(like.data).asarray(x, dtype=scalar_result(like, x)), like.device)
     return autograd.Tensor(x, device=like.device)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from .. import autograd
 from ..autograd import Function
 from ..backend import get_array_module
-from .dtypes import DEFAULT_FLOAT, binary, floating, result_type
+from .dtypes import DEFAULT_FLOAT, binary, floating, result_type, scalar_result
 from .movement import broadcast_shape, cast
 
 
@@ -233,9 +233,15 @@ def pow_scalar(x, exponent):
 
 
 def compare(a, b, name):
-    """A bool tensor outside the tape: name is a NumPy comparison (equal, less, ...)."""
-    a, b = binary(a, b)
-    return autograd._wrap(getattr(get_array_module(a.data), name)(a.data, b.data), a.device)
+    """a (a Tensor) against b, as a bool tensor outside the tape: name is a NumPy comparison (equal,
+    less, ...). A scalar b that does not change a's dtype goes to NumPy as it is, which compares in
+    a's dtype."""
+    if type(b) in (float, int, bool) and scalar_result(a, b) == a.data.dtype:
+        y = b
+    else:
+        a, b = binary(a, b)
+        y = b.data
+    return autograd._wrap(getattr(get_array_module(a.data), name)(a.data, y), a.device)
 
 
 def bitwise(a, b, name):

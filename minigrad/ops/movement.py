@@ -245,6 +245,8 @@ def _split_index(items, ndim, device):
 
 def getitem(x, idx):
     """x[idx] with PyTorch's result layout (ints apply before array indices; see _split_index)."""
+    if type(idx) is int:  # the common case, as NumPy and PyTorch agree on it
+        return GetItem.apply(x, idx=idx)
     items = tuple(_index_item(i, x.device) for i in (idx if isinstance(idx, tuple) else (idx,)))
     bools = any(isinstance(i, bool) for i in items)
     if bools or any(hasattr(i, "ndim") for i in items) and any(isinstance(i, (int, np.integer)) for i in items):

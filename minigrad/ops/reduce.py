@@ -88,6 +88,8 @@ def _norm_axis(x, axis, dim, extremum=None):
     repeated one. extremum ("amax"/"amin") adds PyTorch's checks for an empty x, which NumPy cannot
     reduce."""
     axis = dim if dim is not None else axis
+    if axis is None and not extremum:
+        return None
     if axis is None or axis == ():
         axes = None
     else:
