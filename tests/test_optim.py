@@ -623,7 +623,8 @@ def test_state_follows_the_model_to_another_device(device, name):
         model.to(dev)
         for x, y in data[2:]:
             opt.zero_grad()
-            nn.CrossEntropyLoss()(model(mg.tensor(x.astype(np.float32), device=dev)), mg.tensor(y, device=dev)).backward()
+            out = model(mg.tensor(x.astype(np.float32), device=dev))
+            nn.CrossEntropyLoss()(out, mg.tensor(y, device=dev)).backward()
             opt.step()
         assert all(v.device == p.device for p in model.parameters() for v in opt.state[p].values()
                    if isinstance(v, mg.Tensor))
