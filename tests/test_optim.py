@@ -630,3 +630,14 @@ def test_state_follows_the_model_to_another_device(device, name):
                    if isinstance(v, mg.Tensor))
         results.append([p.numpy() for p in model.parameters()])
     assert_params_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_subclass_taking_keyword_arguments_gets_them():
+    class Decaying(optim.SGD):
+        def __init__(self, params, decay=0.0, **kwargs):
+            self.clipnorm = kwargs.pop("clipnorm", None)
+            super().__init__(params, **kwargs)
+            self.decay = decay
+
+    opt = Decaying(make_model().parameters(), decay=0.5, clipnorm=1.0, lr=0.1)
+    assert opt.decay == 0.5 and opt.clipnorm == 1.0 and opt.param_groups[0]["lr"] == 0.1

@@ -41,7 +41,9 @@ class Optimizer:
     """Base class: keeps param_groups and per-parameter state; subclasses define step()."""
 
     def __new__(cls, *args, **kwargs):
-        keras = [k for k in kwargs if k in _KERAS_ARGS and k not in inspect.signature(cls.__init__).parameters]
+        params = inspect.signature(cls.__init__).parameters if kwargs else {}
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())   # a subclass's **kwargs
+        keras = [k for k in kwargs if k in _KERAS_ARGS and k not in params and not takes_any]
         if keras:
             raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {keras[0]!r} (a Keras "
                             f"argument; PyTorch's optimizers do not take it): use {_KERAS_ARGS[keras[0]]}")
