@@ -641,3 +641,24 @@ def test_a_subclass_taking_keyword_arguments_gets_them():
 
     opt = Decaying(make_model().parameters(), decay=0.5, clipnorm=1.0, lr=0.1)
     assert opt.decay == 0.5 and opt.clipnorm == 1.0 and opt.param_groups[0]["lr"] == 0.1
+
+
+@needs_torch
+def test_add_param_group_like_pytorch():
+    m1, m2 = make_model(seed=1), make_model(seed=2)
+    t1, t2 = torch_model(m1), torch_model(m2)
+    data = batches(10)
+    for name, kw in [("Adagrad", dict(initial_accumulator_value=0.1)), ("Adam", dict(lr=0.01))]:
+        opt = getattr(optim, name)(m1.parameters(), **kw)
+        topt = getattr(torch.optim, name)(t1.parameters(), **kw)
+        opt.add_param_group({"params": list(m2.parameters()), "lr": 0.02})
+        topt.add_param_group({"params": list(t2.parameters()), "lr": 0.02})
+        assert opt.param_groups[1].keys() - {"fused"} <= topt.param_groups[1].keys()
+        for x, y in data:
+            for opt_, loss in ((opt, m1(mg.tensor(x)).sum() + m2(mg.tensor(x)).sum()),
+                               (topt, t1(torch.tensor(x)).sum() + t2(torch.tensor(x)).sum())):
+                opt_.zero_grad()
+                loss.backward()
+                opt_.step()
+        assert_params_close([p.numpy() for p in list(m1.parameters()) + list(m2.parameters())],
+                            [p.detach().numpy() for p in list(t1.parameters()) + list(t2.parameters())])

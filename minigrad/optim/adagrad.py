@@ -7,17 +7,19 @@ from .optimizer import Optimizer, plain_update
 
 class Adagrad(Optimizer):
     """PyTorch's Adagrad: its state (step 0, the sum filled with initial_accumulator_value) exists
-    from construction on, as in PyTorch. fused as for SGD."""
+    from construction on, as in PyTorch (and from add_param_group on). fused as for SGD."""
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, *,
                  fused=None):
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, fused=fused))
-        for group in self.param_groups:
-            for p in group["params"]:
-                xp = get_array_module(p.data)
-                self.state[p] = {"step": 0, "sum": _wrap(xp.full_like(p.data, group["initial_accumulator_value"]),
-                                                         p.device)}
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for p in group["params"]:
+            sums = get_array_module(p.data).full_like(p.data, group["initial_accumulator_value"])
+            self.state[p] = {"step": 0, "sum": _wrap(sums, p.device)}
 
     def _check_group(self, group):
         for key in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
