@@ -13,7 +13,8 @@ The batch is split into equal micro-batches along its first axis. The last stage
 micro-batch's backward with 1/m, so afterwards every parameter's ``.grad`` holds the gradient
 of the mean over micro-batches of their mean losses: the whole batch's mean loss. The
 schedule's action lists (minigrad.distributed.schedule) are validated before anything runs; each
-step's sends and receives are posted together and waited for together.
+step's sends and receives are posted together, the step waits for its receives, and its sends
+complete while it computes (all of them before step() returns).
 
 A stage's module may be a DistributedDataParallel over a data-parallel group: all backwards but
 the stage's last run under ``no_sync()``, so gradients are averaged over that group once per step.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import OrderedDict
 
 import numpy as np
 
@@ -55,7 +57,6 @@ def split_sequential(model, num_stages: int, balance=None) -> list:
         if len(balance) != num_stages or sum(balance) != n or any(b < 1 for b in balance):
             raise ValueError(f"balance={balance} must give each of the {num_stages} stages at least one "
                              f"module and add up to the model's {n} modules")
-    from collections import OrderedDict
     pieces, start = [], 0
     for count in balance:
         pieces.append(Sequential(OrderedDict(items[start:start + count])))
@@ -68,7 +69,7 @@ class PipelineStage:
     ``group`` (the pipeline group; default the world), a group of ``num_stages`` ranks."""
 
     def __init__(self, module, stage_index: int, num_stages: int, group=None):
-        from . import get_process_group, get_rank
+        from . import get_device, get_process_group, get_rank
         group = group if group is not None else get_process_group()
         if group.world_size != num_stages:
             raise ValueError(f"a pipeline of {num_stages} stages needs a group of {num_stages} ranks, "
@@ -83,18 +84,13 @@ class PipelineStage:
         self.is_first, self.is_last = stage_index == 0, stage_index == num_stages - 1
         self.world_ranks = group.all_gather_object(get_rank()) if num_stages > 1 else [get_rank()]
         params = list(module.parameters())
-        self.device = params[0].device if params else _device(_default_device())
+        self.device = params[0].device if params else _device(get_device())
 
     def parameters(self):
         return self.module.parameters()
 
     def __repr__(self):
         return f"PipelineStage({self.stage_index}/{self.num_stages}, module={self.module!r})"
-
-
-def _default_device():
-    from . import get_device
-    return get_device()
 
 
 class PipelineSchedule:

@@ -139,7 +139,7 @@ def validate(steps: list, n_microbatches: int, max_in_flight: int | None = None)
                                 f"{sorted(expected - set(seen))}, unexpected {sorted(set(seen) - expected)}")
         if max_in_flight is not None and peak > max_in_flight:
             raise ScheduleError(f"stage {s} holds {peak} micro-batches in flight, more than {max_in_flight}")
-    for key in set(sends) | set(recvs):
+    for key in sorted(set(sends) | set(recvs)):       # the first broken transfer, the same every run
         if sends.get(key, 0) != 1 or recvs.get(key, 0) != 1:
             src, dst, what, i = key
             raise ScheduleError(f"{what}{i} from stage {src} to stage {dst}: {sends.get(key, 0)} send(s) "
