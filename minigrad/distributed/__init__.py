@@ -53,6 +53,13 @@ What ``Trainer.fit`` does under ``mpiexec`` (minigrad/train.py), for other train
 
 Note that the padded samples DistributedSampler adds (when the data does not split
 evenly) are counted twice in the epoch metrics, as in PyTorch.
+
+The other two ways to split training, composable with this one on a device mesh
+(``init_device_mesh``): tensor parallel (tensor_parallel.py: ColumnParallelLinear,
+RowParallelLinear and the f/g operators) and pipeline parallel (pipeline.py: PipelineStage,
+ScheduleGPipe, Schedule1F1B; schedule.py: the schedules as data, validated before they run).
+hybrid.py (HybridParallel) combines all three for ``Trainer(..., pipeline_parallel=,
+tensor_parallel=)``.
 """
 from __future__ import annotations
 
