@@ -33,8 +33,7 @@ class _GradMode:
     mode = True
 
     def __new__(cls, fn=None):
-        self = super().__new__(cls)
-        return self(fn) if callable(fn) else self  # @no_grad, bare
+        return _new(cls) if fn is None else _new(cls)(fn)  # fn: used bare, as @no_grad
 
     def __enter__(self):
         self.prev, _state.grad_enabled = _state.grad_enabled, self.mode
