@@ -285,3 +285,14 @@ def test_unpickled_or_copied_model_trains(clone):
             opt.step()
             losses.append(loss.item())
         assert losses[-1] < losses[0]
+
+
+def test_kernels_take_equal_dtypes_and_refuse_other_byte_orders():
+    from minigrad import kernels
+    z = np.ones((4, 3), np.float32)
+    unpickled = pickle.loads(pickle.dumps(z))  # an equal dtype, another object
+    assert unpickled.dtype == z.dtype and unpickled.dtype is not z.dtype
+    assert kernels.path(unpickled, np.ones(3, np.float32)) == kernels.path(z, np.ones(3, np.float32))
+    assert kernels.path(z.astype(">f4")) == "NumPy"  # the C++ kernels read native floats only
+    y = mg.nn.functional.bias_act(mg.tensor(unpickled), mg.tensor(np.arange(3, dtype=np.float32)), "relu")
+    np.testing.assert_array_equal(y.numpy(), 1 + np.arange(3, dtype=np.float32)[None].repeat(4, 0))
