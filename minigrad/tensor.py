@@ -421,6 +421,7 @@ def _overwrite(t, value):
         return value
     return ops.where(_wrap(get_array_module(t.data).zeros(t.shape, bool), t.device), t, value)
 
+
 # --- creation -------------------------------------------------------------------------
 def tensor(data, dtype=None, device=None, requires_grad=False):
     """A new tensor holding a copy of data. dtype is inferred as torch.tensor does: NumPy arrays
