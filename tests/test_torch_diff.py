@@ -114,7 +114,7 @@ def draw_index(data, shape):
     length = data.draw(st.integers(0, 3))  # every integer list has this length, so they broadcast
     for _ in range(n_items):
         size = dims.pop(0) if dims else 2
-        kind = data.draw(st.sampled_from(("int", "slice", "list", "mask", "none", "tensor0", "bool")))
+        kind = data.draw(st.sampled_from(("int", "slice", "list", "mask", "mask2", "none", "tensor0", "bool")))
         if kind == "int":
             items.append(data.draw(st.integers(-size - 1, size)))
         elif kind == "slice":
@@ -125,6 +125,10 @@ def draw_index(data, shape):
             items.append([data.draw(st.integers(-size, max(size - 1, 0))) for _ in range(length)])
         elif kind == "mask":
             items.append([data.draw(st.booleans()) for _ in range(size)])
+        elif kind == "mask2":  # a 2-D bool tensor over this dim and the next
+            size2 = dims.pop(0) if dims else 2
+            items.append(Mask(np.asarray(data.draw(st.lists(st.booleans(), min_size=size * size2,
+                                                            max_size=size * size2))).reshape(size, size2)))
         elif kind == "tensor0":
             items.append(Int0d(data.draw(st.integers(-size, max(size - 1, 0)))))
         else:  # None, or a Python bool (a new dim, indexed by [0] or [])
@@ -139,9 +143,18 @@ class Int0d(int):
     """A 0-d integer tensor in an index (made in each library by lib_index)."""
 
 
+class Mask:
+    """A bool tensor in an index (made in each library by lib_index)."""
+    def __init__(self, array):
+        self.array = array
+
+
 def lib_index(lib, index):
-    """index with its 0-d integer tensors made in lib."""
-    conv = lambda i: lib.tensor(int(i)) if isinstance(i, Int0d) else i  # noqa: E731
+    """index with its 0-d integer tensors and bool masks made in lib."""
+    def conv(i):
+        if isinstance(i, Int0d):
+            return lib.tensor(int(i))
+        return lib.tensor(i.array) if isinstance(i, Mask) else i
     return tuple(conv(i) for i in index) if isinstance(index, tuple) else conv(index)
 
 
