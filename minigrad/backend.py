@@ -327,8 +327,12 @@ def threads_info():
 
 
 def _init_threads():
-    """MINIGRAD_NUM_THREADS: as set_num_threads at import."""
+    """MINIGRAD_NUM_THREADS: as set_num_threads at import. OMP_NUM_THREADS, which the BLAS
+    libraries read themselves, sets minigrad._C's kernel threads too (as it sets PyTorch's)."""
+    global _num_threads, _threads_source
     value, var = _env_threads()
+    if var == "OMP_NUM_THREADS" and value.split(",")[0].strip().isdigit() and int(value.split(",")[0]) > 0:
+        _num_threads, _threads_source = int(value.split(",")[0]), f"OMP_NUM_THREADS={value}"
     if var == "MINIGRAD_NUM_THREADS":
         try:
             n = int(value)
