@@ -345,7 +345,7 @@ class Trainer:
         it reproducible and checkpoints resume it).
         scheduler: an lr scheduler stepped after every batch (scheduler_step="batch") or epoch
         ("epoch"); "auto" steps InverseTimeDecay (Keras' per-iteration decay) per batch, others
-        per epoch. checkpoint: a path; after every epoch the model, optimizer, scheduler, RNG
+        per epoch; ReduceLROnPlateau gets the epoch's val_loss (its loss without validation data). checkpoint: a path; after every epoch the model, optimizer, scheduler, RNG
         state, epoch and history (plus ``checkpoint_extra``) are saved there (atomically, by rank 0);
         resume with ``extra = mg.load_checkpoint(path, model=, optimizer=)`` and
         ``fit(..., initial_epoch=extra["epoch"])``.
@@ -360,6 +360,10 @@ class Trainer:
             scheduler_step = "batch" if getattr(scheduler, "step_per_batch", False) else "epoch"
         if scheduler_step not in ("batch", "epoch"):
             raise ValueError(f"scheduler_step must be 'auto', 'batch' or 'epoch', found {scheduler_step!r}")
+        on_metric = getattr(scheduler, "steps_on_metric", False)
+        if on_metric and scheduler_step == "batch":
+            raise ValueError(f"{type(scheduler).__name__} steps on the epoch's validation loss: "
+                             "use scheduler_step='epoch' (or 'auto')")
         dist, world = _world()
         main = world == 1 or dist.get_rank() == 0
         model = self._parallel(dist, world)
@@ -415,7 +419,9 @@ class Trainer:
                 progress.end(logs)
             finally:
                 progress.close()
-            if scheduler is not None and scheduler_step == "epoch":
+            if on_metric:
+                scheduler.step(logs.get("val_loss", logs["loss"]))
+            elif scheduler is not None and scheduler_step == "epoch":
                 scheduler.step()
             for k in keys:
                 history[k].append(logs[k])

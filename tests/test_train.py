@@ -476,3 +476,22 @@ def test_the_readme_keras_patterns():
     mg.Trainer(model, opt, "sparse_categorical_crossentropy").fit(x, y, epochs=1, batch_size=32, scheduler=sched,
                                                                   verbose=0)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01 / (1 + 1e-6 * 7))
+
+
+def test_fit_steps_reduce_lr_on_plateau_with_the_validation_loss():
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = mg.nn.Linear(4, 2)
+    frozen = mg.zeros(1, requires_grad=True)         # the optimizer moves nothing: a certain plateau
+    opt = mg.optim.SGD([frozen], lr=1.0)
+    sched = mg.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)
+    seen = []
+    sched_step = sched.step
+    sched.step = lambda metric: (seen.append(metric), sched_step(metric))
+    hist = mg.Trainer(model, opt, mg.nn.CrossEntropyLoss()).fit(
+        x, y, epochs=4, batch_size=16, validation_data=(x, y), verbose=0, scheduler=sched)
+    assert seen == hist["val_loss"]
+    assert opt.param_groups[0]["lr"] == 0.5                # bad epochs 2 and 3 exceed patience 1
+    with pytest.raises(ValueError, match="validation loss"):
+        mg.Trainer(model, opt, mg.nn.CrossEntropyLoss()).fit(x, y, epochs=1, verbose=0, scheduler=sched,
+                                                              scheduler_step="batch")

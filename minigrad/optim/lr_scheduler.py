@@ -10,6 +10,7 @@ import types
 
 class LRScheduler:
     step_per_batch = False  # Trainer.fit(scheduler_step="auto") steps it per batch when True, else per epoch
+    steps_on_metric = False  # step(metric): Trainer.fit passes the epoch's val_loss (or loss)
 
     def __init__(self, optimizer, last_epoch=-1):
         self.optimizer = optimizer
@@ -261,6 +262,7 @@ class ReduceLROnPlateau(LRScheduler):
     metric passed to step(metric) has not improved for more than `patience` steps, then wait
     `cooldown` steps. mode "min" (a loss) or "max" (an accuracy); improving means beating the best
     value by threshold, relative to it (threshold_mode "rel") or absolute ("abs")."""
+    steps_on_metric = True
 
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
                  cooldown=0, min_lr=0, eps=1e-8):
