@@ -144,23 +144,28 @@ def version(a):
 
 
 def bump_version(*arrays):
-    """Record one in-place change of each array's memory."""
+    """Record one in-place change of each array's memory (an optimizer step: one call for all)."""
     global _generation
     _generation += 1
     for a in arrays:
-        e = _entry(a)
-        if e is None:
-            if len(_versions) >= 4096:  # forget memory that was freed (ids are reused)
-                for k in [k for k, (r, _, _) in _versions.items() if r is not None and r() is None]:
-                    del _versions[k]
-            o = _owner(a)
-            try:
-                r = weakref.ref(o)
-            except TypeError:
-                r = None
-            e = _versions[id(o)] = [r, 0, collections.deque(maxlen=_HISTORY)]
+        o = a if a.base is None else _owner(a)  # (inlined: this runs for every parameter every step)
+        e = _versions.get(id(o))
+        if e is None or (e[0] is not None and e[0]() is not o):
+            e = _new_entry(o)
         e[1] += 1
         e[2].append(_generation)
+
+
+def _new_entry(o):
+    if len(_versions) >= 4096:  # forget memory that was freed (ids are reused)
+        for k in [k for k, (r, _, _) in _versions.items() if r is not None and r() is None]:
+            del _versions[k]
+    try:
+        r = weakref.ref(o)
+    except TypeError:
+        r = None
+    e = _versions[id(o)] = [r, 0, collections.deque(maxlen=_HISTORY)]
+    return e
 
 
 def _check_versions(node):
