@@ -116,7 +116,7 @@ def sum_to_shape(g, shape):
 # memory that was ever changed in place. A call that saves arrays for backward notes the
 # generation (the count of bump_version calls so far); backward checks its arrays only when
 # something was bumped since, so an ordinary training step pays two integer reads per op.
-_versions = {}  # id(owner) -> [weakref to the owner (None where it takes none), version, recent bumps' generations]
+_versions = {}  # id(owner) -> [weakref to the owner (dropping the entry when it dies), version, recent bumps' generations]
 _generation = 0
 _HISTORY = 16
 
@@ -132,9 +132,7 @@ def _owner(a):
 
 
 def _entry(a):
-    o = _owner(a)
-    e = _versions.get(id(o))
-    return None if e is None or (e[0] is not None and e[0]() is not o) else e  # not a freed array's
+    return _versions.get(id(_owner(a)))
 
 
 def version(a):
@@ -150,21 +148,25 @@ def bump_version(*arrays):
     for a in arrays:
         o = a if a.base is None else _owner(a)  # (inlined: this runs for every parameter every step)
         e = _versions.get(id(o))
-        if e is None or (e[0] is not None and e[0]() is not o):
+        if e is None:
             e = _new_entry(o)
         e[1] += 1
         e[2].append(_generation)
 
 
 def _new_entry(o):
-    if len(_versions) >= 4096:  # forget memory that was freed (ids are reused)
-        for k in [k for k, (r, _, _) in _versions.items() if r is not None and r() is None]:
-            del _versions[k]
+    """A fresh entry for owner o. It goes when o is freed, before its id can be reused, so a lookup
+    by id never finds another array's entry (an owner that takes no weak reference is kept alive)."""
+    key = id(o)
+
+    def forget(ref):
+        if _versions.get(key, (None,))[0] is ref:
+            del _versions[key]
     try:
-        r = weakref.ref(o)
+        r = weakref.ref(o, forget)
     except TypeError:
-        r = None
-    e = _versions[id(o)] = [r, 0, collections.deque(maxlen=_HISTORY)]
+        r = o
+    e = _versions[key] = [r, 0, collections.deque(maxlen=_HISTORY)]
     return e
 
 
@@ -186,8 +188,8 @@ def _check_versions(node):
 
 class Function:
     """Base of every differentiable op; the instance doubles as the ctx of one call."""
-    __slots__ = ("inputs", "saved_tensors", "needs_input_grad", "__dict__")
-    saved_generation = 0  # bump_version's count when forward saved arrays (see _check_versions)
+    # saved_generation: bump_version's count when the call was recorded (see _check_versions)
+    __slots__ = ("inputs", "saved_tensors", "needs_input_grad", "saved_generation", "__dict__")
 
     def save_for_backward(self, *arrays):
         self.saved_tensors = arrays
@@ -215,8 +217,7 @@ class Function:
             ctx.inputs = inputs
             out.requires_grad = True
             out._ctx = ctx
-            if _versions and ctx.saved_tensors:
-                ctx.saved_generation = _generation
+            ctx.saved_generation = _generation
         return out
 
     def __repr__(self):

@@ -32,7 +32,8 @@ class Adam(Optimizer):
             if not params:
                 continue
             amsgrad = group["amsgrad"]
-            for p, st in zip(params, states):
+            exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [] if amsgrad else None, []
+            for p, st in zip(params, states):  # one loop, not a comprehension per list: small models step often
                 if not st:
                     xp = get_array_module(p.data)
                     st["step"] = 0
@@ -40,10 +41,14 @@ class Adam(Optimizer):
                     st["exp_avg_sq"] = _wrap(xp.zeros_like(p.data), p.device)
                     if amsgrad:
                         st["max_exp_avg_sq"] = _wrap(xp.zeros_like(p.data), p.device)
-                st["step"] += 1
+                st["step"] = t = st["step"] + 1
+                steps.append(t)
+                exp_avgs.append(st["exp_avg"].data)
+                exp_avg_sqs.append(st["exp_avg_sq"].data)
+                if amsgrad:
+                    max_exp_avg_sqs.append(st["max_exp_avg_sq"].data)
             beta1, beta2 = group["betas"]
-            adam(arrays, grads, [st["exp_avg"].data for st in states], [st["exp_avg_sq"].data for st in states],
-                 [st["max_exp_avg_sq"].data for st in states] if amsgrad else None, [st["step"] for st in states],
+            adam(arrays, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
                  lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
                  decoupled=self._decoupled, fused=group["fused"])
         return loss
@@ -65,8 +70,10 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr, be
         g = grad + weight_decay * p                   (AdamW instead scales p by 1 - lr * weight_decay)
         m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g;  v = max(vmax, v) (amsgrad)
         p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)"""
-    step_sizes = [lr / (1 - beta1 ** t) for t in steps]
-    bias2_sqrts = [math.sqrt(1 - beta2 ** t) for t in steps]
+    step_sizes, bias2_sqrts = [], []
+    for t in steps:
+        step_sizes.append(lr / (1 - beta1 ** t))
+        bias2_sqrts.append(math.sqrt(1 - beta2 ** t))
 
     if fused is not False and kernels.adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step_sizes,
                                                 bias2_sqrts, lr, beta1, beta2, eps, weight_decay, decoupled):
