@@ -19,10 +19,8 @@ A checkpoint (``save_checkpoint``) holds, in one safetensors file:
 - ``extra``: the caller's keyword arguments (epoch, history, ...) as JSON.
 """
 import errno
-import hashlib
 import json
 import os
-import socket
 import stat
 import tempfile
 import zlib
@@ -74,10 +72,15 @@ def _temp_prefix(base):
     return f".{base}."
 
 
+def _host():
+    import socket  # here, not at import: `import minigrad` stays fast
+    return socket.gethostname()
+
+
 def _remove_stale_temps(folder, base):
     """Delete temporary files of earlier saves to the same file whose writer is gone (killed
     mid-write). A temporary file's name carries its writer's host and pid."""
-    prefix, host = _temp_prefix(base), socket.gethostname()
+    prefix, host = _temp_prefix(base), _host()
     try:
         names = os.listdir(folder)
     except OSError:
@@ -110,7 +113,7 @@ def atomic_write(path, data):
     path = _destination(_name(path))
     folder, base = os.path.split(path)
     _remove_stale_temps(folder, base)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_temp_prefix(base)}{socket.gethostname()}.{os.getpid()}.",
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_temp_prefix(base)}{_host()}.{os.getpid()}.",
                                suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -161,6 +164,7 @@ def _serialize(arrays, metadata):
 
     The digest is taken over the file as written with the digest's own value set to zeros; it
     then replaces those zeros, which has the same length, so no offset moves."""
+    import hashlib
     from safetensors.numpy import save
     meta = {"format": FORMAT, **(metadata or {})}
     for k, v in meta.items():
@@ -176,6 +180,7 @@ def _serialize(arrays, metadata):
 def _file_digest(data, header, digest):
     """The SHA-256 of the file with the stored digest set back to zeros, or None when the header
     does not hold that digest exactly once."""
+    import hashlib
     field = _field(digest)
     at = header.find(field)
     if at < 0 or header.find(field, at + 1) >= 0:

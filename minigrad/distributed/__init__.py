@@ -75,13 +75,6 @@ from .comm import (Communicator, DistributedError, DistributedTimeoutError, Loca
                    launcher_world_size)
 from .parallel import DistributedDataParallel
 from .sampler import DistributedSampler
-from .hybrid import HybridParallel
-from .mesh import DeviceMesh, init_device_mesh
-from .pipeline import PipelineStage, Schedule1F1B, ScheduleGPipe, split_sequential
-from .schedule import ScheduleError
-from .tensor_parallel import (ColumnParallelLinear, RowParallelLinear, copy_to_tensor_parallel,
-                              gather_from_tensor_parallel, reduce_from_tensor_parallel,
-                              scatter_to_tensor_parallel)
 
 __all__ = [
     "init_process_group", "destroy_process_group", "is_initialized", "get_rank", "get_world_size",
@@ -91,11 +84,27 @@ __all__ = [
     "LocalCommunicator", "MPICommunicator", "NCCLCommunicator", "ProcessGroup", "Work",
     "default_timeout", "launcher_world_size",
 ]
-__all__ += [   # tensor and pipeline parallelism
-    "DeviceMesh", "init_device_mesh", "ColumnParallelLinear", "RowParallelLinear", "copy_to_tensor_parallel",
-    "reduce_from_tensor_parallel", "gather_from_tensor_parallel", "scatter_to_tensor_parallel",
-    "split_sequential", "PipelineStage", "ScheduleGPipe", "Schedule1F1B", "ScheduleError", "HybridParallel",
-]
+# Tensor and pipeline parallelism, imported at first use: `import minigrad` imports this package
+# (for DistributedSampler) and should not pay for the pipeline machinery.
+_LAZY = {
+    "mesh": ("DeviceMesh", "init_device_mesh"),
+    "tensor_parallel": ("ColumnParallelLinear", "RowParallelLinear", "copy_to_tensor_parallel",
+                        "reduce_from_tensor_parallel", "gather_from_tensor_parallel", "scatter_to_tensor_parallel"),
+    "pipeline": ("split_sequential", "PipelineStage", "ScheduleGPipe", "Schedule1F1B"),
+    "schedule": ("ScheduleError",),
+    "hybrid": ("HybridParallel",),
+}
+_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
+__all__ += list(_LAZY_NAMES)
+
+
+def __getattr__(name):
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    value = globals()[name] = getattr(importlib.import_module(f".{module}", __name__), name)
+    return value
 
 _group: ProcessGroup | None = None
 _previous_excepthook = None
