@@ -15,7 +15,7 @@ import minigrad.distributed as dist
 from minigrad.distributed import comm
 from minigrad.distributed.schedule import (SCHEDULES, Action, ScheduleError, Step, Transfer, bubble_fraction,
                                            draw_timeline, peak_in_flight, pipeline_steps, simulate, validate)
-from test_distributed import HAVE_MPI, LAUNCH_ENV_VARS, launch, needs_nccl
+from test_distributed import HAVE_MPI, LAUNCH_ENV_VARS, launch, needs_nccl, world_of_one  # noqa: F401 (a fixture)
 
 
 # --- schedules as data ----------------------------------------------------------------------------
@@ -127,15 +127,6 @@ def test_split_sequential():
 
 
 # --- a world of one --------------------------------------------------------------------------
-
-@pytest.fixture
-def world_of_one(monkeypatch):
-    for var in LAUNCH_ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    dist.destroy_process_group()
-    yield dist.init_process_group()
-    dist.destroy_process_group()
-
 
 def test_mesh_of_one(world_of_one):
     mesh = dist.init_device_mesh("cpu", (1, 1, 1), mesh_dim_names=("dp", "pp", "tp"))

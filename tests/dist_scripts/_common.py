@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import traceback
 
 import numpy as np
 
@@ -43,3 +44,21 @@ def write_result(result):
     if len(sys.argv) > 1 and mg.distributed.get_rank() == 0:
         with open(sys.argv[1], "w") as f:
             json.dump(result, f, indent=1)
+
+
+_results = {}
+
+
+def check(fn):
+    """Run one check on every rank; record "ok" once every rank passed it. A failure
+    raises, which aborts the job (the rank's traceback goes to stderr)."""
+    try:
+        fn()
+    except Exception:
+        _results[fn.__name__] = f"rank {mg.distributed.get_rank()}: " + traceback.format_exc()
+        write_result(_results)
+        raise
+    if all(mg.distributed.all_gather_object(True)):
+        _results[fn.__name__] = "ok"
+        write_result(_results)
+    return fn

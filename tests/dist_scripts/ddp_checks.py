@@ -2,10 +2,8 @@
 
 Every check runs on every rank; rank 0 writes {check: "ok" | error} to argv[1] after each one.
 """
-import traceback
-
 import numpy as np
-from _common import make_model, make_sgd, max_diff, mg, mse, weights, write_result
+from _common import check, make_model, make_sgd, max_diff, mg, mse, weights
 
 import minigrad.distributed as dist
 
@@ -19,22 +17,6 @@ rng = np.random.default_rng(0)
 X = rng.normal(size=(STEPS, BATCH, SIZES[0]))
 Y = rng.normal(size=(STEPS, BATCH, SIZES[-1]))
 half = BATCH // world
-results = {}
-
-
-def check(fn):
-    """Run one check on every rank; record "ok" once every rank passed it. A failure
-    raises, which aborts the job (the rank's traceback goes to stderr)."""
-    try:
-        fn()
-    except Exception:
-        results[fn.__name__] = f"rank {rank}: " + traceback.format_exc()
-        write_result(results)
-        raise
-    if all(dist.all_gather_object(True)):
-        results[fn.__name__] = "ok"
-        write_result(results)
-    return fn
 
 
 def train_reference():

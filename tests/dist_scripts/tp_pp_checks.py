@@ -4,11 +4,10 @@ Every configuration trains the same MLP for 10 steps of SGD with momentum and 10
 (float64) and compares this rank's parameters (whole, or its tensor-parallel shard) with one
 process trained on the same batches. Rank 0 writes {check: "ok" | error} to argv[1].
 """
-import traceback
 from collections import OrderedDict
 
 import numpy as np
-from _common import make_model, mg, mse, write_result
+from _common import check, make_model, mg, mse
 
 import minigrad.distributed as dist
 
@@ -22,24 +21,8 @@ rank, size = world.rank, world.world_size
 rng = np.random.default_rng(0)
 X = rng.normal(size=(STEPS, BATCH, SIZES[0]))
 Y = rng.normal(size=(STEPS, BATCH, SIZES[-1]))
-results = {}
 OPTIMIZERS = {"sgd": lambda ps: mg.optim.SGD(ps, lr=0.1, momentum=0.9),
               "adam": lambda ps: mg.optim.Adam(ps, lr=0.01)}
-
-
-def check(fn):
-    """Run one check on every rank; "ok" once every rank passed. A failure aborts the job."""
-    try:
-        fn()
-    except Exception:
-        results[fn.__name__] = f"rank {rank}: " + traceback.format_exc()
-        write_result(results)
-        raise
-    if all(world.all_gather_object(True)):
-        results[fn.__name__] = "ok"
-        write_result(results)
-    return fn
-
 
 _refs = {}
 
