@@ -1,6 +1,5 @@
 """cupy.cuda of the test double: two fake devices, eager streams and events."""
 import threading
-import time
 
 from . import compiler, nccl, runtime  # noqa: F401  (cupy.cuda.nccl, cupy.cuda.runtime as in CuPy)
 
@@ -42,10 +41,6 @@ class Device:
     def synchronize(self):
         pass  # everything ran eagerly
 
-    @property
-    def compute_capability(self):
-        return "90"
-
     def __eq__(self, other):
         return isinstance(other, Device) and other.id == self.id
 
@@ -59,16 +54,14 @@ class Device:
         return f"<CUDA Device {self.id}>"
 
 
-def get_device_id():
-    return _current()
-
-
 class Event:
+    """Recorded after eager work: always complete."""
+
     def __init__(self, block=False, disable_timing=False, interprocess=False):
-        self.time = None
+        pass
 
     def record(self, stream=None):
-        self.time = time.perf_counter()
+        pass
 
     def synchronize(self):
         pass
@@ -79,13 +72,6 @@ class Event:
 
     def query(self):
         return True
-
-
-def get_elapsed_time(start, end):
-    """Milliseconds between two recorded events (host clock: the double runs eagerly)."""
-    if start.time is None or end.time is None:
-        raise runtime.CUDARuntimeError("cudaErrorInvalidResourceHandle: event not recorded")
-    return (end.time - start.time) * 1e3
 
 
 class Stream:

@@ -22,10 +22,6 @@ def get_version():
     return 22805  # 2.28.5: like the GPU machine's, too old for two ranks on one GPU
 
 
-def get_build_version():
-    return get_version()
-
-
 def get_unique_id():
     return tuple(os.urandom(128))
 
@@ -80,15 +76,8 @@ class NcclCommunicator:
         self._root(root)
         self._copy(recvbuf, sendbuf, count, datatype)
 
-    def bcast(self, buff, count, datatype, root, stream):
-        self._root(root)
-        self._live()
-
     def allGather(self, sendbuf, recvbuf, count, datatype, stream):
         self._copy(recvbuf, sendbuf, count, datatype)
-
-    def reduceScatter(self, sendbuf, recvbuf, recvcount, datatype, op, stream):
-        self._copy(recvbuf, sendbuf, recvcount, datatype)
 
     def send(self, sendbuf, count, datatype, peer, stream):
         self._root(peer)
@@ -113,9 +102,6 @@ class NcclCommunicator:
 
     def device_id(self):
         return self._device
-
-    def rank_id(self):
-        return 0
 
     def size(self):
         return 1
