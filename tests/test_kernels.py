@@ -491,7 +491,7 @@ def test_float32_and_float16_match_torch(act):
     y = kernels.bias_act_forward(z, b, act, params=PARAMS.get(act))
     np.testing.assert_allclose(y, t(torch.from_numpy(z) + torch.from_numpy(b)).numpy(), rtol=4e-6, atol=4e-6)
     z16, b16 = z.astype(np.float16), b.astype(np.float16)
-    y16 = kernels.bias_act_forward(z16, b16, act, params=PARAMS.get(act))  # float16 stays float16 (issue 11)
+    y16 = kernels.bias_act_forward(z16, b16, act, params=PARAMS.get(act))  # float16 stays float16
     assert y16.dtype == np.float16
     ty16 = t(torch.from_numpy(z16) + torch.from_numpy(b16)).numpy()
     np.testing.assert_allclose(y16.astype(np.float32), ty16.astype(np.float32), rtol=2e-3, atol=2e-3)
