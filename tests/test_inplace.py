@@ -240,6 +240,16 @@ def test_in_place_on_a_view_inside_the_graph_is_refused():
         c[0].add_(1)
 
 
+def test_an_element_is_a_view_of_its_tensor():
+    """x[i] of a 1-D tensor and x[i, j] are 0-d views, as PyTorch's: changing one changes x."""
+    x, m = mg.zeros(3), mg.zeros(2, 2)
+    x[0].add_(1)
+    m[0, 1].fill_(5)
+    assert x.tolist() == [1.0, 0.0, 0.0] and m.tolist() == [[0.0, 5.0], [0.0, 0.0]] and x._version == 1
+    with pytest.raises(RuntimeError, match="does not rewrite the base's history"):
+        (mg.ones(2, requires_grad=True) * 1)[0].add_(1)
+
+
 def test_in_place_on_an_expanded_tensor_is_refused():
     with pytest.raises(RuntimeError, match="read-only"):
         mg.ones(3).expand(2, 3).add_(1)

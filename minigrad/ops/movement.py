@@ -186,9 +186,12 @@ class GetItem(Function):
     def forward(ctx, x, idx):
         ctx.in_shape, ctx.idx = x.shape, idx
         try:
-            return x[idx]
+            y = x[idx]
         except IndexError as e:
             raise IndexError(f"index {idx!r} out of range for shape {x.shape}: {e}") from None
+        if isinstance(y, np.generic):  # NumPy copies out a scalar; x[i] is a 0-d view in PyTorch (and CuPy)
+            y = x[(idx if isinstance(idx, tuple) else (idx,)) + (Ellipsis,)]
+        return y
 
     @staticmethod
     def backward(ctx, grad_output):
