@@ -284,6 +284,9 @@ def test_batch_norm_buffers_follow_to_and_state_dict(rng):
     other = nn.BatchNorm1d(4).double()
     other.load_state_dict(bn.state_dict())
     assert other.num_batches_tracked.item() == 1 and np.array_equal(other.running_mean.numpy(), bn.running_mean.numpy())
+    other.reset_running_stats()
+    assert other.running_mean.tolist() == [0.0] * 4 and other.running_var.tolist() == [1.0] * 4
+    assert other.num_batches_tracked.item() == 0 and other.running_var.dtype == np.float64
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         bn(mg.zeros(1, 4, dtype=mg.float64))
     with pytest.raises(ValueError, match=r"BatchNorm1d\(4\) expected input of shape \(N, 4\)"):

@@ -343,6 +343,12 @@ def test_init_functions():
     assert abs(w.numpy()).max() <= math.sqrt(2) * math.sqrt(3 / 300)
     nn.init.kaiming_uniform_(w, mode="fan_out", nonlinearity="relu")
     assert abs(w.numpy()).max() <= math.sqrt(2) * math.sqrt(3 / 400)
+    nn.init.xavier_normal_(w)
+    assert abs(w.numpy().std() - math.sqrt(2 / 700)) < 0.1 * math.sqrt(2 / 700)
+    nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+    assert abs(w.numpy().std() - math.sqrt(2 / 400)) < 0.1 * math.sqrt(2 / 400)
+    with pytest.raises(ValueError, match="mode must be 'fan_in' or 'fan_out'"):
+        nn.init.kaiming_normal_(w, mode="fan_avg")
     nn.init.normal_(w, 1.0, 0.5)
     assert abs(w.numpy().mean() - 1) < 0.01 and abs(w.numpy().std() - 0.5) < 0.01
     nn.init.uniform_(w, -2, -1)

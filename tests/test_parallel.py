@@ -131,6 +131,7 @@ def test_split_sequential():
 def test_mesh_of_one(world_of_one):
     mesh = dist.init_device_mesh("cpu", (1, 1, 1), mesh_dim_names=("dp", "pp", "tp"))
     assert mesh.size() == 1 and mesh.size("tp") == 1 and mesh.get_local_rank("pp") == 0
+    assert mesh.get_coordinate() == [0, 0, 0]
     group = mesh.get_group("dp")
     assert group.world_size == 1 and group.all_gather(np.arange(3.0)).tolist() == [[0.0, 1.0, 2.0]]
     with pytest.raises(ValueError, match="multiply to the world size"):

@@ -78,8 +78,9 @@ class DeviceMesh:
         """The number of ranks along ``mesh_dim``; with no argument, in the whole mesh."""
         return math.prod(self.shape) if mesh_dim is None else self.shape[self._dim(mesh_dim)]
 
-    def get_coordinate(self):
-        return self.coordinate
+    def get_coordinate(self) -> list:
+        """This rank's index along every dimension, as PyTorch's (a list)."""
+        return list(self.coordinate)
 
     def __repr__(self):
         names = "" if self.mesh_dim_names is None else f", mesh_dim_names={self.mesh_dim_names}"
