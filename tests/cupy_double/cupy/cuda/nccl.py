@@ -19,7 +19,7 @@ class NcclError(RuntimeError):
 
 
 def get_version():
-    return 22805  # 2.28.5: like the GPU machine's, too old for two ranks on one GPU
+    return 22805  # 2.28.5: below 2.30, the first that lets two ranks share a GPU (gpu_check.sh skips that step)
 
 
 def get_unique_id():
