@@ -9,6 +9,7 @@ order without recursion.
 """
 import collections
 import functools
+import operator
 import threading
 import weakref
 
@@ -17,6 +18,7 @@ from .backend import CPU, get_array_module, use_device
 Tensor = None  # set by minigrad.tensor, which imports this module
 _wrap = None
 _new = object.__new__
+_grad_fn = operator.attrgetter("_ctx")
 
 
 class _ThreadState(threading.local):
@@ -188,8 +190,10 @@ def _check_versions(node):
 
 class Function:
     """Base of every differentiable op; the instance doubles as the ctx of one call."""
-    # saved_generation: bump_version's count when the call was recorded (see _check_versions)
-    __slots__ = ("inputs", "saved_tensors", "needs_input_grad", "saved_generation", "__dict__")
+    # parents: each input's grad_fn when the call was recorded, so a later in-place op that gives an
+    # input a new grad_fn does not reroute this call's gradient. saved_generation: bump_version's
+    # count then (see _check_versions).
+    __slots__ = ("inputs", "parents", "saved_tensors", "needs_input_grad", "saved_generation", "__dict__")
 
     def save_for_backward(self, *arrays):
         self.saved_tensors = arrays
@@ -203,18 +207,34 @@ class Function:
         dev = x.device
         if dev is not CPU:  # CuPy launches on the current GPU: make it the inputs' one
             use_device(dev)
-        if len(inputs) == 1:
+        # Two and three inputs (binary ops, linear, losses) are spelled out: comprehensions cost
+        # more than the small ops they would serve.
+        n = len(inputs)
+        if n == 1:
             needs = ctx.needs_input_grad = (_state.grad_enabled and x.requires_grad,)
             out = _wrap(cls.forward(ctx, x.data, **kwargs), dev)
+        elif n == 2:
+            y = inputs[1]
+            if y.device is not dev:
+                _mixed_devices(cls, inputs)
+            needs = ctx.needs_input_grad = (x.requires_grad, y.requires_grad) if _state.grad_enabled else ()
+            out = _wrap(cls.forward(ctx, x.data, y.data, **kwargs), dev)
+        elif n == 3:
+            y, z = inputs[1], inputs[2]
+            if y.device is not dev or z.device is not dev:
+                _mixed_devices(cls, inputs)
+            needs = ctx.needs_input_grad = (x.requires_grad, y.requires_grad, z.requires_grad) \
+                if _state.grad_enabled else ()
+            out = _wrap(cls.forward(ctx, x.data, y.data, z.data, **kwargs), dev)
         else:
-            for t in inputs:
-                if t.device is not dev:
-                    raise RuntimeError(f"{cls.__name__}: expected all tensors on one device, "
-                                       f"found {dev} and {t.device}")
-            needs = ctx.needs_input_grad = [t.requires_grad for t in inputs] if _state.grad_enabled else ()
+            if any(t.device is not dev for t in inputs):
+                _mixed_devices(cls, inputs)
+            needs = ctx.needs_input_grad = tuple([t.requires_grad for t in inputs]) if _state.grad_enabled else ()
             out = _wrap(cls.forward(ctx, *[t.data for t in inputs], **kwargs), dev)
         if True in needs:
             ctx.inputs = inputs
+            ctx.parents = (x._ctx,) if n == 1 else (x._ctx, y._ctx) if n == 2 else \
+                (x._ctx, y._ctx, z._ctx) if n == 3 else tuple(map(_grad_fn, inputs))
             out.requires_grad = True
             out._ctx = ctx
             ctx.saved_generation = _generation
@@ -222,6 +242,11 @@ class Function:
 
     def __repr__(self):
         return f"<{type(self).__name__}Backward>"
+
+
+def _mixed_devices(cls, inputs):
+    devices = ", ".join(dict.fromkeys(str(t.device) for t in inputs))
+    raise RuntimeError(f"{cls.__name__}: expected all tensors on one device, found {devices}")
 
 
 def queue_callback(fn):
@@ -243,8 +268,8 @@ def _count_uses(root):
     leaves with post-accumulate hooks, how many edges reach them. No recursion."""
     uses, hooked, stack = {root: 0}, {}, [root]
     while stack:
-        for t in stack.pop().inputs:
-            c = t._ctx
+        node = stack.pop()
+        for t, c in zip(node.inputs, node.parents):
             if c is not None:
                 if c in uses:
                     uses[c] += 1
@@ -321,8 +346,7 @@ def backward(tensor, grad=None, retain_graph=False):
                 in_grads = node.backward(node, g)
                 if type(in_grads) is not tuple:
                     in_grads = (in_grads,)
-            for t, gi in zip(inputs, in_grads):
-                c = t._ctx
+            for t, c, gi in zip(inputs, node.parents, in_grads):
                 if gi is not None:
                     if gi.shape != t.data.shape:  # the input was broadcast
                         gi = sum_to_shape(gi, t.data.shape)
@@ -343,7 +367,7 @@ def backward(tensor, grad=None, retain_graph=False):
                         _run_hooks(t)
             if not retain_graph:
                 node.saved_tensors = None
-                node.inputs = ()
+                node.inputs = node.parents = ()
         for fn in callbacks:
             fn()
     finally:

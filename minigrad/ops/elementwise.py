@@ -47,7 +47,7 @@ class Mul(Function):
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a if ctx.needs_input_grad[1:] == [True] else None, b)  # only what a gradient reads
+        ctx.save_for_backward(a if True in ctx.needs_input_grad[1:] else None, b)  # only what a gradient reads
         return a / b
 
     @staticmethod
