@@ -233,6 +233,19 @@ class Tensor:
 
     def __getitem__(self, idx): return ops.getitem(self, idx)
 
+    def __setitem__(self, idx, value):
+        """self[idx] = value, in place, with PyTorch's index layout (value broadcast and cast to self's
+        dtype). Recorded on the tape when grad mode is on and self or value requires grad, as in
+        PyTorch: value gets the gradient of the positions it fills, self's old value the others."""
+        value = value if isinstance(value, Tensor) else _const(value, self)
+        if value.device is not self.device:
+            raise RuntimeError(f"index assignment: expected the value on {self.device}, found {value.device}")
+        if autograd._state.grad_enabled and (self.requires_grad or value.requires_grad):
+            _in_place(self, ops.index_put, idx, value)
+        else:
+            ops.movement.assign(self.data, idx, value.data)
+            autograd.bump_version(self.data)
+
     # --- math -----------------------------------------------------------------------
     def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None): return ops.sum(self, axis, keepdims, dim=dim, keepdim=keepdim)
     def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None): return ops.mean(self, axis, keepdims, dim=dim, keepdim=keepdim)

@@ -306,3 +306,96 @@ def test_kernels_take_equal_dtypes_and_refuse_other_byte_orders():
     assert kernels.path(z.astype(">f4")) == "NumPy"  # the C++ kernels read native floats only
     y = mg.nn.functional.bias_act(mg.tensor(unpickled), mg.tensor(np.arange(3, dtype=np.float32)), "relu")
     np.testing.assert_array_equal(y.numpy(), 1 + np.arange(3, dtype=np.float32)[None].repeat(4, 0))
+
+
+# --- item assignment: t[idx] = value -----------------------------------------------------------
+def _torch_index(idx):
+    items = idx if isinstance(idx, tuple) else (idx,)
+    out = tuple(torch.as_tensor(i) if isinstance(i, np.ndarray) else i for i in items)
+    return out if isinstance(idx, tuple) else out[0]
+
+
+SETITEM_CASES = [
+    (1, 5.0), ((0, slice(None), [0, 2]), 7.0), ((Ellipsis, 1), [1.0, 2.0, 3.0]), (slice(None, None, 2), -1.0),
+    ((np.array([True, False]),), 3.0), ((slice(None), np.array([2, 0, 2])), 4.0), ((0, 1, 3), 9.0),
+    ((None, 1, slice(1, 3)), [[8.0, 8.5, 9.0, 9.5]]), ((np.array([1, 0]), slice(None), 0), [6.0, 7.0, 8.0]),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("idx, value", SETITEM_CASES)
+def test_setitem_matches_torch(idx, value):
+    base = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    x, t = mg.tensor(base), torch.tensor(base)
+    x[idx] = value if np.isscalar(value) else mg.tensor(value, dtype=mg.float64)
+    t[_torch_index(idx)] = value if np.isscalar(value) else torch.tensor(value, dtype=torch.float64)
+    np.testing.assert_array_equal(x.numpy(), t.numpy())
+    xi, ti = mg.arange(6), torch.arange(6)    # an int tensor takes a float value truncated, as PyTorch
+    xi[xi > 2] = 1.7
+    ti[ti > 2] = 1.7
+    assert xi.tolist() == ti.tolist() and xi.dtype == mg.int64
+
+
+@needs_torch
+@pytest.mark.parametrize("idx, value", [c for c in SETITEM_CASES if not np.isscalar(c[1])] + [(1, [1.0])])
+def test_setitem_in_a_graph_has_torch_gradients(idx, value):
+    rng = np.random.default_rng(0)
+    a0, v0 = rng.standard_normal((2, 3, 4)), np.asarray(value) * 0.5
+    a, v = mg.tensor(a0, requires_grad=True), mg.tensor(v0, requires_grad=True)
+    ta, tv = torch.tensor(a0, requires_grad=True), torch.tensor(v0, requires_grad=True)
+    y, ty = a * 2, ta * 2
+    y[idx] = v
+    ty[_torch_index(idx)] = tv
+    (y * y).sum().backward()
+    (ty * ty).sum().backward()
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy())
+    np.testing.assert_allclose(a.grad.numpy(), ta.grad.numpy())
+    np.testing.assert_allclose(v.grad.numpy(), tv.grad.numpy())
+    assert mg.autograd.gradcheck(lambda a, v: _put(a, idx, v), (mg.tensor(a0, requires_grad=True),
+                                                                  mg.tensor(v0, requires_grad=True)))
+
+
+def _put(a, idx, v):
+    y = a * 1
+    y[idx] = v
+    return y
+
+
+def test_setitem_errors_as_torch():
+    a = mg.randn(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        a[0] = 1.0
+    with mg.no_grad():
+        a[0] = 1.0                                   # allowed outside the tape (initialisation)
+    assert a[0].item() == 1.0
+    y = a.exp()                                      # exp saved its output
+    y[1] = 0.0
+    with pytest.raises(RuntimeError, match=STALE):
+        y.sum().backward()
+    x = mg.zeros(2, 3)
+    with pytest.raises(RuntimeError, match="shape"):
+        x[0] = mg.ones(4)
+    with pytest.raises(IndexError):
+        x[5] = 1.0
+    with pytest.raises(RuntimeError, match="read-only"):
+        mg.zeros(3).expand(2, 3)[0] = 1.0
+    w = mg.zeros(3)
+    view = w[1:]
+    view[0] = 4.0                                    # a view writes through to its base, as PyTorch
+    assert w.tolist() == [0.0, 4.0, 0.0] and mg.autograd.version(w.data) == mg.autograd.version(view.data)
+
+
+@needs_torch
+def test_an_in_place_op_does_not_reroute_earlier_uses():
+    """z = y * 3 was recorded before y.mul_(2): its gradient goes to y's value then, as in PyTorch."""
+    def case(lib):
+        a = _leaf(lib, [1.0, 2.0])
+        y = a * 2
+        z = y * 3
+        y.mul_(2)
+        y[0] = y[1] + 1                               # item assignment reading y itself
+        (z.sum() + (y * y).sum()).backward()
+        return [a.grad]
+    mine, theirs = _run(mg, case), _run(torch, case)
+    assert mine[0] == theirs[0] == "ok"
+    np.testing.assert_allclose(mine[1][0], theirs[1][0])

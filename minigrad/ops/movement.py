@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import autograd
 from ..autograd import Function, sum_to_shape  # noqa: F401  (ops.movement.sum_to_shape)
-from ..backend import get_array_module, to_device
+from ..backend import device_of, get_array_module, to_device
 
 
 class ShapeError(RuntimeError, ValueError):
@@ -246,16 +246,72 @@ def _split_index(items, ndim, device):
     return tuple(first), tuple(second)
 
 
-def getitem(x, idx):
-    """x[idx] with PyTorch's result layout (ints apply before array indices; see _split_index)."""
-    if type(idx) is int:  # the common case, as NumPy and PyTorch agree on it
-        return GetItem.apply(x, idx=idx)
-    items = tuple(_index_item(i, x.device) for i in (idx if isinstance(idx, tuple) else (idx,)))
+def _steps(idx, ndim, device):
+    """The NumPy indices that, applied in turn, give PyTorch's x[idx] (ints apply before array
+    indices; see _split_index): one, or a basic index (a view) and then an array index."""
+    items = tuple(_index_item(i, device) for i in (idx if isinstance(idx, tuple) else (idx,)))
     bools = any(isinstance(i, bool) for i in items)
     if bools or any(hasattr(i, "ndim") for i in items) and any(isinstance(i, (int, np.integer)) for i in items):
-        first, second = _split_index(items, x.ndim, x.device)
-        return GetItem.apply(GetItem.apply(x, idx=first), idx=second)
-    return GetItem.apply(x, idx=items if isinstance(idx, tuple) else items[0])
+        return _split_index(items, ndim, device)
+    return (items if isinstance(idx, tuple) else items[0],)
+
+
+def getitem(x, idx):
+    """x[idx] with PyTorch's result layout."""
+    if type(idx) is int:  # the common case, as NumPy and PyTorch agree on it
+        return GetItem.apply(x, idx=idx)
+    for step in _steps(idx, x.ndim, x.device):
+        x = GetItem.apply(x, idx=step)
+    return x
+
+
+def assign(a, idx, value):
+    """a[idx] = value in place on array a, with PyTorch's index layout (value: an array or a scalar,
+    broadcast to the indexed shape and cast to a's dtype)."""
+    _assign(a, _steps(idx, a.ndim, device_of(a)) if type(idx) is not int else (idx,), value)
+
+
+def _assign(a, steps, value):
+    for step in steps[:-1]:
+        a = a[step]  # basic indices: a view of a
+    try:
+        a[steps[-1]] = value
+    except ValueError as e:
+        if not a.flags.writeable if type(a) is np.ndarray else False:
+            raise RuntimeError(f"in-place operation on a read-only tensor of shape {tuple(a.shape)} (an expand() "
+                               "view, whose elements share memory); make a copy first with clone()") from None
+        raise ShapeError(f"index assignment: {e}") from None
+
+
+class IndexPut(Function):
+    """x with x[idx] = v (v broadcast to the indexed shape): t[idx] = v recorded on the tape. The
+    gradient reaches v from the positions it was written to, and x from all the others."""
+    @staticmethod
+    def forward(ctx, x, v, steps):
+        ctx.steps, ctx.v_dtype = steps, v.dtype
+        y = x.copy()
+        _assign(y, steps, v)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        need_x, need_v = ctx.needs_input_grad
+        gx = gv = None
+        if need_x:
+            gx = grad_output.copy()
+            _assign(gx, ctx.steps, 0)
+        if need_v:
+            gv = grad_output
+            for step in ctx.steps:
+                gv = gv[step]
+            gv = get_array_module(grad_output).asarray(gv, dtype=ctx.v_dtype)
+        return gx, gv
+
+
+def index_put(x, idx, v):
+    """The out-of-place form of x[idx] = v (x and v Tensors on one device)."""
+    steps = (idx,) if type(idx) is int else _steps(idx, x.ndim, x.device)
+    return IndexPut.apply(x, v, steps=steps)
 
 
 class Cat(Function):
