@@ -406,9 +406,6 @@ class ModuleList(Module):
         mods.insert(index, _check_module("ModuleList", module))
         self._set_all(mods)
 
-    def forward(self, *args, **kwargs):
-        raise NotImplementedError("ModuleList has no forward(): iterate over it in your module's forward")
-
 
 class ModuleDict(Module):
     """A dict of Modules whose parameters are registered under their keys, in insertion order."""

@@ -217,10 +217,13 @@ def div(a, b):
     return Div.apply(a, b)
 
 
+# Dtypes an op has no kernel for raise NotImplementedError, PyTorch's class for them (a RuntimeError
+# subclass there; minigrad's tests compare error classes with PyTorch's).
 def pow(a, b):
     a, b = binary(a, b)
     if a.data.dtype.kind == "b":
-        raise NotImplementedError("pow: not implemented for bool tensors")
+        raise NotImplementedError("pow: expected a numeric base tensor, found bool (PyTorch has no bool pow "
+                                  "either); cast it first (x.long() or x.float())")
     return Pow.apply(a, b)
 
 
@@ -248,7 +251,7 @@ def bitwise(a, b, name):
     """bitwise_and / bitwise_or / bitwise_xor of integer or bool tensors (logical on bool), outside the tape."""
     a, b = binary(a, b)
     if a.data.dtype.kind not in "biu":
-        raise NotImplementedError(f"{name}: not implemented for {a.data.dtype}; it needs integer or bool tensors")
+        raise NotImplementedError(f"{name}: expected integer or bool tensors, found {a.data.dtype}")
     return autograd._wrap(getattr(get_array_module(a.data), name)(a.data, b.data), a.device)
 
 
@@ -275,7 +278,7 @@ def sqrt(x): return Sqrt.apply(floating(x))
 
 def abs_(x):
     if x.data.dtype.kind == "b":
-        raise NotImplementedError("abs: not implemented for bool tensors")
+        raise NotImplementedError("abs: expected a numeric tensor, found bool (PyTorch has no bool abs either)")
     return Abs.apply(x)
 
 

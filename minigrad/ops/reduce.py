@@ -185,9 +185,10 @@ class LogSoftmax(Function):
 
 def log_softmax(x, axis=-1, *, dim=None):
     axis = _norm_axis(x, axis, dim)
-    if x.data.dtype.kind not in "fc":  # PyTorch has no integer kernel, and returns an empty input as it is
+    if x.data.dtype.kind not in "fc":  # PyTorch has no integer kernel (its error class too), and returns an empty input as it is
         if x.data.size:
-            raise NotImplementedError(f"log_softmax / softmax: not implemented for {x.data.dtype} tensors")
+            raise NotImplementedError(f"log_softmax / softmax: expected a floating-point tensor, found {x.data.dtype}; "
+                                      "cast it first (x.float())")
         return x
     return LogSoftmax.apply(x, axis=axis)
 
