@@ -21,15 +21,12 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+from _ranks import ROOT, run_ranks
 sys.path.insert(0, ROOT)
 
 WORKLOADS = {  # name: (layer sizes, global batch, steps per timed block)
@@ -126,18 +123,7 @@ def worker(args):
 
 
 def launch(ranks, args):
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    mpiexec = here if os.path.exists(here) else shutil.which("mpiexec")
-    if mpiexec is None:
-        raise SystemExit("mpiexec not found: pip install 'minigrad[mpi]'")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "out.json")
-        env = dict(os.environ, PYTHONPATH=os.path.abspath(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        cmd = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker",
-               "--out", path, "--backend", args.backend] + (["--quick"] if args.quick else [])
-        subprocess.run(cmd, check=True, env=env, timeout=1800)
-        with open(path) as f:
-            return json.load(f)
+    return run_ranks(ranks, __file__, ["--backend", args.backend] + (["--quick"] if args.quick else []))
 
 
 def main():

@@ -30,15 +30,12 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+from _ranks import ROOT, run_ranks
 sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
@@ -169,21 +166,11 @@ def worker(args):
 
 
 def launch(p, args):
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    mpiexec = here if os.path.exists(here) else shutil.which("mpiexec")
-    if mpiexec is None:
-        raise SystemExit("mpiexec not found: pip install 'minigrad[mpi]'")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "out.json")
-        # one thread per rank for BLAS and for minigrad's kernels (whose pool OMP_NUM_THREADS does not size)
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   MINIGRAD_NUM_THREADS="1", PYTHONPATH=os.path.abspath(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        cmd = [mpiexec, "-n", str(p), sys.executable, os.path.abspath(__file__), "--worker", "--out", path,
-               "--width", str(args.width), "--layers", str(args.layers), "--micro-batch", str(args.micro_batch),
-               "--repeat", str(args.repeat), "--backend", args.backend, "--micro", *map(str, args.micro)]
-        subprocess.run(cmd, check=True, env=env, timeout=1800)
-        with open(path) as f:
-            return json.load(f)
+    # one thread per rank, for BLAS and for minigrad's kernels alike (OMP_NUM_THREADS sizes both)
+    return run_ranks(p, __file__, ["--width", str(args.width), "--layers", str(args.layers),
+                                   "--micro-batch", str(args.micro_batch), "--repeat", str(args.repeat),
+                                   "--backend", args.backend, "--micro", *map(str, args.micro)],
+                     env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
 
 
 def draw_timelines(p, m):
