@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from ..backend import CPU, device_of, get_array_module, to_device
+from ..ops.reduce import vector_norm
 from ..tensor import Tensor, _wrap
 
 
@@ -15,19 +16,10 @@ def _grads(parameters):
 
 
 def _vector_norm(a, norm_type):
-    xp = get_array_module(a)
-    a = xp.abs(a.reshape(-1))
-    if norm_type == math.inf:
-        return a.max() if a.size else xp.zeros((), a.dtype)
-    if norm_type == -math.inf:
-        return a.min() if a.size else xp.asarray(math.inf, a.dtype)
-    if norm_type == 0:
-        return xp.asarray(xp.count_nonzero(a), a.dtype)
-    if norm_type == 1:
-        return a.sum()
-    if norm_type == 2:
-        return xp.sqrt(xp.dot(a, a))
-    return (a ** norm_type).sum() ** (1.0 / norm_type)
+    """vector_norm of all of a, as a 0-d array; an empty a's inf-norms are 0 and inf, as PyTorch's."""
+    if not a.size and abs(norm_type) == math.inf:
+        return get_array_module(a).asarray(0 if norm_type > 0 else math.inf, a.dtype)
+    return vector_norm(a, norm_type).reshape(())
 
 
 def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False):

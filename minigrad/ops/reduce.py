@@ -278,23 +278,28 @@ def logsumexp(x, dim, keepdim=False):
     return LogSumExp.apply(x, axis=_norm_axis(x, None, dim), keepdims=keepdim)
 
 
+def vector_norm(x, p, axis=None):
+    """The vector p-norm (p >= 0 or +-inf) of array x over axis (None: all), the reduced axes kept
+    with size 1; the inf-norms of an empty reduction are not defined (the callers decide)."""
+    xp = get_array_module(x)
+    a = abs(x)
+    if p == float("inf") or p == -float("inf"):
+        return (a.max if p > 0 else a.min)(axis=axis, keepdims=True)
+    if p == 0:
+        return (x != 0).sum(axis=axis, keepdims=True).astype(x.dtype)
+    if p == 1:
+        return a.sum(axis=axis, keepdims=True)
+    if p == 2:
+        return xp.sqrt((x * x).sum(axis=axis, keepdims=True))
+    return (a ** p).sum(axis=axis, keepdims=True) ** (1 / p)
+
+
 class Norm(Function):
     """The vector p-norm over axes (p >= 0 or +-inf); its gradient is 0 where the norm is 0, and
     the inf-norms' ties share it equally, as in PyTorch."""
     @staticmethod
     def forward(ctx, x, p, axis, keepdims):
-        xp = get_array_module(x)
-        a = abs(x)
-        if p == float("inf") or p == -float("inf"):
-            n = (a.max if p > 0 else a.min)(axis=axis, keepdims=True)
-        elif p == 0:
-            n = (x != 0).sum(axis=axis, keepdims=True).astype(x.dtype)
-        elif p == 1:
-            n = a.sum(axis=axis, keepdims=True)
-        elif p == 2:
-            n = xp.sqrt((x * x).sum(axis=axis, keepdims=True))
-        else:
-            n = (a ** p).sum(axis=axis, keepdims=True) ** (1 / p)
+        n = vector_norm(x, p, axis)
         ctx.save_for_backward(x, n)
         ctx.p, ctx.axis = p, axis
         return n if keepdims else n.reshape(_reduced_shape(x.shape, axis))
