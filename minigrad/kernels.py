@@ -28,9 +28,10 @@ class Activation(NamedTuple):
     computed from s, the value named by `saves`: "y" (the output) or "z" (the pre-activation, to
     which the bias is added back on the fly). `m` is a math namespace (where, exp, expm1, log1p,
     tanh, erf, and let(e): e computed once, for a value used twice): NumPy's functions for the
-    NumPy path, or _CExpr's, which turn the same formula into the C source of the CuPy kernels. The C++ kernel's cases (csrc/kernels_cpu.cpp) are vectorized
-    forms of these formulas, tested against them. params: ((name, default), ...), the scalar
-    parameters in the order forward and backward take them."""
+    NumPy path, or _CExpr's, which turn the same formula into the C source of the CuPy kernels.
+    The C++ kernel's cases (csrc/kernels_cpu.cpp) are vectorized forms of these formulas, tested
+    against them. params: ((name, default), ...), the scalar parameters in the order forward and
+    backward take them."""
     forward: Callable
     backward: Callable
     saves: str = "y"

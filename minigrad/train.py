@@ -345,7 +345,8 @@ class Trainer:
         it reproducible and checkpoints resume it).
         scheduler: an lr scheduler stepped after every batch (scheduler_step="batch") or epoch
         ("epoch"); "auto" steps InverseTimeDecay (Keras' per-iteration decay) per batch, others
-        per epoch; ReduceLROnPlateau gets the epoch's val_loss (its loss without validation data). checkpoint: a path; after every epoch the model, optimizer, scheduler, RNG
+        per epoch; ReduceLROnPlateau gets the epoch's val_loss (its loss without validation data).
+        checkpoint: a path; after every epoch the model, optimizer, scheduler, RNG
         state, epoch and history (plus ``checkpoint_extra``) are saved there (atomically, by rank 0);
         resume with ``extra = mg.load_checkpoint(path, model=, optimizer=)`` and
         ``fit(..., initial_epoch=extra["epoch"])``.

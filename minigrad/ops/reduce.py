@@ -185,7 +185,8 @@ class LogSoftmax(Function):
 
 def log_softmax(x, axis=-1, *, dim=None):
     axis = _norm_axis(x, axis, dim)
-    if x.data.dtype.kind not in "fc":  # PyTorch has no integer kernel (its error class too), and returns an empty input as it is
+    # PyTorch has no integer kernel (the error class is its), and returns an empty input as it is
+    if x.data.dtype.kind not in "fc":
         if x.data.size:
             raise NotImplementedError(f"log_softmax / softmax: expected a floating-point tensor, found {x.data.dtype}; "
                                       "cast it first (x.float())")
